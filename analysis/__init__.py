@@ -1,0 +1,1 @@
+"""frontload.analysis: the DuckDB store of every run, SQL, reports and plots."""

@@ -1,0 +1,1 @@
+"""frontload.corpus: document records, tokenizers, Megatron shard sets, manifests, and mix plans."""

@@ -1,0 +1,1 @@
+"""frontload.filters: datatrove steps that verify, score, deduplicate and decontaminate traces."""

@@ -1,0 +1,5 @@
+import sys
+
+from frontload.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""frontload.synth: reasoning problems with checkable answers, and traces generated with vLLM."""

@@ -1,0 +1,1 @@
+"""frontload.train: the Megatron-core model and the pretraining, SFT and RL phases."""
