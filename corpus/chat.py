@@ -91,14 +91,20 @@ def parse_response(text: str) -> ParsedResponse:
         boxed = last_boxed(region)
         if boxed is not None:
             return ParsedResponse(
-                think=think, answer=boxed, think_open=think_open, think_closed=think_closed, boxed=True,
+                think=think,
+                answer=boxed,
+                think_open=think_open,
+                think_closed=think_closed,
+                boxed=True,
                 answer_source="boxed",
             )
-    match = None
-    for match in _ANSWER_IS.finditer(after or text):
-        pass
-    answer = match.group(1).strip() if match else None
+    matches = list(_ANSWER_IS.finditer(after or text))
+    answer = matches[-1].group(1).strip() if matches else None
     return ParsedResponse(
-        think=think, answer=answer, think_open=think_open, think_closed=think_closed, boxed=False,
+        think=think,
+        answer=answer,
+        think_open=think_open,
+        think_closed=think_closed,
+        boxed=False,
         answer_source="answer_is" if answer else "none",
     )
