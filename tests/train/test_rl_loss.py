@@ -6,7 +6,6 @@ import threading
 
 import pytest
 import torch
-
 from frontload.corpus.errors import FrontloadError
 from frontload.train.rl import (
     PromptSampler,
@@ -134,7 +133,9 @@ def test_real_verifier_rewards():
 def test_load_prompts_jsonl_and_errors(tmp_path):
     good = tmp_path / "rl.jsonl"
     good.write_text(
-        json.dumps({"question": "What is 2+2?", "answer": "4"}) + "\n\n" + json.dumps({"question": "3*3?", "answer": 9})
+        json.dumps({"question": "What is 2+2?", "answer": "4"})
+        + "\n\n"
+        + json.dumps({"question": "3*3?", "answer": 9})
     )
     ps = load_prompts(good)
     assert [p.answer for p in ps] == ["4", "9"]
@@ -151,7 +152,6 @@ def test_load_prompts_jsonl_and_errors(tmp_path):
 def test_load_prompts_from_corpus_folder(tmp_path):
     from datatrove.data import Document
     from datatrove.pipeline.writers import JsonlWriter
-
     from frontload.corpus.chat import render_example
 
     docs = []
