@@ -95,7 +95,9 @@ def write_packaged_text(out_dir: str | os.PathLike, sources: tuple[str, ...] = S
     with JsonlWriter(str(out_dir / "data"), output_filename="${rank}.jsonl.gz") as writer:
         for origin, text in texts:
             doc_id = hashlib.sha1(text.encode()).hexdigest()[:16]
-            writer.write(Document(text=text, id=doc_id, metadata={"source": origin.split(":", 1)[0], "origin": origin}))
+            writer.write(
+                Document(text=text, id=doc_id, metadata={"source": origin.split(":", 1)[0], "origin": origin})
+            )
     manifest = Manifest(
         kind="corpus",
         fingerprint=fp,

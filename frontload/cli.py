@@ -22,7 +22,7 @@ STAGE_CLIS = (
     "frontload.filters.cli",
     "frontload.train.cli",
     "frontload.analysis.cli",
-    "frontload.runner_cli",
+    "frontload.commands",
 )
 
 

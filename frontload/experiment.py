@@ -247,7 +247,9 @@ def load_study(path: str | Path) -> Study:
     known = {"study", "tokenizer", "model", "pretrain", "sft", "rl", "eval"}
     for key in tables:
         if key not in known:
-            raise ConfigError(f"{where}[{key}]", f"unknown table (known: {', '.join(sorted(known | {'corpora', 'arms'}))})")
+            raise ConfigError(
+                f"{where}[{key}]", f"unknown table (known: {', '.join(sorted(known | {'corpora', 'arms'}))})"
+            )
     for key in ("study", "tokenizer", "model"):
         if key not in tables:
             raise ConfigError(f"{where}[{key}]", "required table is missing")
