@@ -23,3 +23,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A 512-piece frontload tokenizer (SentencePiece + tokenizer.json) trained on Python's shipped docs."""
+    from pydoc_data.topics import topics
+
+    from frontload.corpus.tokenizer import train_tokenizer_from_texts
+
+    out = tmp_path_factory.mktemp("tiny_tokenizer")
+    return train_tokenizer_from_texts([topics[k] for k in sorted(topics)], out, vocab_size=512)
