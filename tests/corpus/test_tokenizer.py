@@ -2,9 +2,9 @@
 
 import pickle
 import random
+from pydoc_data.topics import topics
 
 import pytest
-from pydoc_data.topics import topics
 
 from frontload.corpus.chat import SPECIAL_TOKENS, render_example
 from frontload.corpus.errors import FrontloadError
@@ -80,5 +80,7 @@ def test_transformers_loads_the_folder(tiny_tokenizer):
         assert [t.encode(d, add_special_tokens=False) for d in docs] == want
     assert auto.eos_token_id == tiny_tokenizer.eod_id
     assert auto.pad_token_id == tiny_tokenizer.pad_id
-    text = auto.apply_chat_template([{"role": "user", "content": "What is 1+1?"}], tokenize=False, add_generation_prompt=True)
+    text = auto.apply_chat_template(
+        [{"role": "user", "content": "What is 1+1?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == render_example("What is 1+1?", None, "2")[0]
