@@ -1,0 +1,263 @@
+"""Checkpoints: one folder per checkpoint, complete or absent, that a phase resumes from or hands on.
+
+Layout of ``RUN/checkpoints/step_<NNNNNNNN>/``::
+
+    meta.json                    # phase, step, consumed_samples, mix_plan_fingerprint, parent, model,
+                                 # tokenizer_fingerprint, consumed_by_source, world layout, loop state
+    model_tp<T>_pp<P>.pt         # weights of one model-parallel shard (plain GPTModel state dict)
+    optim_tp<T>_pp<P>.pt         # optimizer state (identical on every data-parallel rank, written once)
+    scheduler.pt                 # Megatron OptimizerParamScheduler state
+    rng_rank<R>.pt               # python, numpy, torch (CPU and CUDA) and Megatron tracker RNG states
+    tokenizer/                   # a copy of the tokenizer dir, so a checkpoint is self-contained
+
+Invariants: every rank writes into the same temporary folder, rank 0 writes ``meta.json`` last and
+renames the folder into place, so a reader never sees a partial checkpoint (a killed save leaves only
+a ``.tmp`` folder, which the next save removes). The chain pretrain → sft → rl is visible through
+``meta["parent"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from frontload.corpus.errors import FrontloadError
+from frontload.corpus.fingerprint import atomic_write_json
+from frontload.train import compat
+from frontload.train.model import ModelConfig, model_config_from_dict, unwrap
+
+CHECKPOINTS = "checkpoints"
+META = "meta.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(FrontloadError):
+    """A checkpoint folder is missing, incomplete or does not fit the model it is loaded into."""
+
+
+def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives in a run folder."""
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:08d}"
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
+
+
+def _ranks() -> tuple[int, int, int, int]:
+    """(global rank, tp rank, pp rank, dp rank) of this process; zeros without Megatron groups."""
+    from megatron.core import parallel_state as ps
+
+    if not ps.model_parallel_is_initialized():
+        return 0, 0, 0, 0
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    return (
+        rank,
+        ps.get_tensor_model_parallel_rank(),
+        ps.get_pipeline_model_parallel_rank(),
+        ps.get_data_parallel_rank(),
+    )
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state a training step may draw from."""
+    from megatron.core import tensor_parallel
+
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+    if compat.cuda_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    from megatron.core import tensor_parallel
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+    if "cuda" in state and compat.cuda_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _model_state(model) -> dict[str, torch.Tensor]:
+    # ``_extra_state`` entries hold TE/fp8 metadata, not weights; they differ between CPU and GPU specs.
+    return {k: v for k, v in unwrap(model).state_dict().items() if not k.endswith("_extra_state")}
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    *,
+    model,
+    model_config: ModelConfig,
+    phase: str,
+    step: int,
+    consumed_samples: int,
+    optimizer=None,
+    scheduler=None,
+    mix_plan_fingerprint: str | None = None,
+    parent: str | os.PathLike | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+    tokenizer_fingerprint: str | None = None,
+    extra: dict[str, Any] | None = None,
+    keep_last: int | None = None,
+) -> Path:
+    """Write a complete checkpoint of ``step`` atomically (call on every rank); returns its folder."""
+    from frontload.corpus.config import as_dict
+
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    rank, tp, pp, dp = _ranks()
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    if dp == 0:
+        torch.save(_model_state(model), tmp / f"model_tp{tp}_pp{pp}.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / f"optim_tp{tp}_pp{pp}.pt")
+    torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+    if rank == 0:
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if tokenizer_dir is not None:
+            src = Path(tokenizer_dir)
+            if src.is_dir():
+                shutil.copytree(src, tmp / "tokenizer")
+            else:
+                (tmp / "tokenizer").mkdir()
+                shutil.copy2(src, tmp / "tokenizer" / src.name)
+    _barrier()
+    if rank == 0:
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        meta = {
+            "phase": phase,
+            "step": step,
+            "consumed_samples": consumed_samples,
+            "mix_plan_fingerprint": mix_plan_fingerprint,
+            "parent": str(parent) if parent is not None else None,
+            "model": as_dict(model_config),
+            "tokenizer_fingerprint": tokenizer_fingerprint,
+            "world_size": world,
+            "tp": model_config.tp,
+            "pp": model_config.pp,
+            **(extra or {}),
+        }
+        atomic_write_json(tmp / META, meta)
+        if final.exists():
+            shutil.rmtree(final)  # the same step saved again (a rerun); the new one is complete
+        os.replace(tmp, final)
+        if keep_last:
+            for old in list_checkpoints(run_dir)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run folder, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and (p / META).is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of a run folder, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def read_meta(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's ``meta.json``; a missing or broken one is a :class:`CheckpointError` naming the file."""
+    path = Path(ckpt_dir) / META
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint metadata (is {ckpt_dir} a complete frontload checkpoint?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from e
+
+
+def load_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    *,
+    model,
+    optimizer=None,
+    scheduler=None,
+    load_rng: bool = True,
+) -> dict[str, Any]:
+    """Load weights (and optimizer, scheduler, RNG states when given) into live objects; returns meta."""
+    ckpt_dir = Path(ckpt_dir)
+    meta = read_meta(ckpt_dir)
+    rank, tp, pp, _ = _ranks()
+    weights = ckpt_dir / f"model_tp{tp}_pp{pp}.pt"
+    if not weights.is_file():
+        raise CheckpointError(
+            f"{weights}: missing; the checkpoint was written with tp={meta.get('tp')} pp={meta.get('pp')}"
+        )
+    state = torch.load(weights, map_location=compat.device(), weights_only=True)
+    target = unwrap(model)
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    if optimizer is not None:
+        path = ckpt_dir / f"optim_tp{tp}_pp{pp}.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing optimizer state")
+        with compat.cuda_as_cpu():
+            optimizer.load_state_dict(torch.load(path, map_location=compat.device(), weights_only=False))
+    if scheduler is not None and (ckpt_dir / "scheduler.pt").is_file():
+        scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=False))
+    if load_rng:
+        path = ckpt_dir / f"rng_rank{rank}.pt"
+        if path.is_file():
+            set_rng_state(torch.load(path, weights_only=False))
+    return meta
+
+
+def load_model(ckpt_dir: str | os.PathLike, *, seed: int = 1234):
+    """Build the model a checkpoint describes and load its weights: ``(model, ModelConfig, meta)``.
+
+    Initialises a single-process runtime when none is running. The model is in eval mode.
+    """
+    from frontload.train.runtime import init_distributed
+
+    meta = read_meta(ckpt_dir)
+    cfg = model_config_from_dict(meta["model"], where=f"{Path(ckpt_dir) / META}: model")
+    init_distributed(tp=cfg.tp, pp=cfg.pp, seed=seed)
+    model = cfg.build()
+    load_checkpoint(ckpt_dir, model=model, load_rng=False)
+    model.eval()
+    return model, cfg, meta
+
+
+def tokenizer_path(ckpt_dir: str | os.PathLike) -> Path:
+    """The tokenizer copy inside a checkpoint."""
+    path = Path(ckpt_dir) / "tokenizer"
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint holds no tokenizer copy")
+    return path
