@@ -266,4 +266,18 @@ def load_study(path: str | Path) -> Study:
         path=path,
     )
     _check_references(study, where)
+    _check_stage_tables(study, where)
     return study
+
+
+def model_config(study: Study, vocab_size: int | None = None):
+    """The ``[model]`` table as the trainer's ModelConfig (vocab size from the tokenizer)."""
+    from frontload.train.model import ModelConfig
+
+    table = {**study.model, "vocab_size": vocab_size or study.tokenizer.vocab_size}
+    return from_mapping(ModelConfig, table, f"{study.path}: [model]")
+
+
+def _check_stage_tables(study: Study, where: str) -> None:
+    # Stage tables are checked by the stages' own config classes, so a typo fails before any work.
+    model_config(study)

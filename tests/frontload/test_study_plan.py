@@ -1,0 +1,145 @@
+"""The study runner's plan: what reruns when a setting changes, and how bad study files are reported."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from frontload.corpus.errors import FrontloadError
+from frontload.experiment import load_study
+from frontload.study import DONE, build_plan
+
+TINY = Path(__file__).with_name("tiny_study.toml")
+
+
+def _study(tmp_path: Path, edit=None):
+    text = TINY.read_text()
+    if edit:
+        text = edit(text)
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    study = load_study(path)
+    study.study.workspace = str(tmp_path / "ws")
+    return study
+
+
+def _mark_all_done(plan) -> None:
+    for step in plan.ordered():
+        step.output.mkdir(parents=True, exist_ok=True)
+        if not step.atomic:
+            (step.output / DONE).write_text("x\n")
+
+
+def _to_run(tmp_path, edit) -> set[str]:
+    study = _study(tmp_path, edit)
+    return {s.id for s in build_plan(study).ordered() if s.status() != "reuse"}
+
+
+def test_every_step_is_planned_in_dependency_order(tmp_path):
+    plan = build_plan(_study(tmp_path))
+    ids = [s.id for s in plan.ordered()]
+    for i, step in enumerate(plan.ordered()):
+        for dep in step.deps:
+            assert ids.index(dep) < i, f"{step.id} runs before its input {dep}"
+    for arm in ("baseline", "front_loaded"):
+        for phase in ("pretrain", "sft", "rl"):
+            assert f"{phase}:{arm}" in ids and f"eval:{arm}:{phase}" in ids
+    # SFT reads SFT shards (with loss masks), pretraining reads plain ones.
+    assert "shards:hq:sft" in ids and "shards:web" in ids and "shards:reasoning" in ids
+
+
+def test_changing_only_sft_reuses_corpora_shards_and_pretraining(tmp_path):
+    _mark_all_done(build_plan(_study(tmp_path)))
+    rerun = _to_run(tmp_path, lambda t: t.replace("[sft]\nlr = 1e-3", "[sft]\nlr = 5e-4"))
+    assert rerun == {
+        "sft:baseline",
+        "sft:front_loaded",
+        "rl:baseline",
+        "rl:front_loaded",
+        "eval:baseline:sft",
+        "eval:front_loaded:sft",
+        "eval:baseline:rl",
+        "eval:front_loaded:rl",
+    }
+
+
+def test_changing_the_tokenizer_rebuilds_everything_after_it(tmp_path):
+    _mark_all_done(build_plan(_study(tmp_path)))
+    rerun = _to_run(tmp_path, lambda t: t.replace("vocab_size = 600", "vocab_size = 700"))
+    assert not any(s.startswith(("corpus:", "task:")) for s in rerun)
+    assert {"tokenizer", "shards:web", "shards:reasoning", "shards:hq:sft"} <= rerun
+    assert all(f"{p}:{a}" in rerun for p in ("pretrain", "sft", "rl") for a in ("baseline", "front_loaded"))
+
+
+def test_changing_one_arm_leaves_the_other_alone(tmp_path):
+    _mark_all_done(build_plan(_study(tmp_path)))
+    rerun = _to_run(tmp_path, lambda t: t.replace("web = 0.5, reasoning = 0.5", "web = 0.7, reasoning = 0.3"))
+    assert rerun and all("front_loaded" in s for s in rerun)
+
+
+def test_a_killed_data_step_is_rebuilt_and_a_killed_training_step_resumes(tmp_path):
+    plan = build_plan(_study(tmp_path))
+    corpus = plan["corpus:web"]
+    corpus.output.with_name(corpus.output.name + ".partial").mkdir(parents=True)
+    assert corpus.status() == "resume" and not corpus.done()
+    pre = plan["pretrain:baseline"]
+    pre.output.mkdir(parents=True)
+    assert pre.status() == "resume"
+    (pre.output / DONE).write_text("ckpt\n")
+    assert pre.status() == "reuse"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("hidden = 64", "hiden = 64"), r"study\.toml: \[model\]\.hiden: unknown key"),
+        (
+            lambda t: t.replace("vocab_size = 600", 'vocab_size = "big"'),
+            r"\[tokenizer\]\.vocab_size: expected an integer",
+        ),
+        (
+            lambda t: t.replace("blend = { hq = 1.0 } }\nrl", "blend = { hqq = 1.0 } }\nrl", 1),
+            r"\[\[arms\]\]\[0\] \(baseline\)\.sft\.blend\.hqq: unknown corpus 'hqq'",
+        ),
+        (
+            lambda t: t.replace("web = 0.5, reasoning = 0.5", "web = 0.0, reasoning = 0.0"),
+            r"\[\[arms\]\]\[1\]\.pretrain\[1\]\.blend: weights must be non-negative and not all zero",
+        ),
+        (lambda t: t + "\n[extra]\nx = 1\n", r"\[extra\]: unknown table"),
+        (lambda t: t.replace("[pretrain]\nlr = 3e-3", "[pretrain]\nlrr = 3e-3"), r"\[pretrain\]\.lrr: unknown key"),
+    ],
+)
+def test_bad_study_files_name_file_table_and_key(tmp_path, edit, message):
+    with pytest.raises(FrontloadError, match=message):
+        _study(tmp_path, edit)
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+    from frontload.study import run_study
+
+    study = _study(tmp_path)
+    assert run_study(study, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"run\s+pretrain:front_loaded", out)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_slurm_dry_run_writes_chained_job_scripts(tmp_path):
+    from frontload.scaleout import write_job_scripts
+
+    study = _study(tmp_path)
+    plan = build_plan(study)
+    write_job_scripts(study, executor="slurm", submit=False)
+    jobs = tmp_path / "ws" / "jobs"
+    submit = (jobs / "submit.sh").read_text()
+    scripts = sorted(jobs.glob("*.sbatch"))
+    assert len(scripts) == len(plan.steps)
+    pre = next(p for p in scripts if "pretrain-front_loaded" in p.name).read_text()
+    assert "#SBATCH --gpus-per-node=" in pre and "torchrun" in pre and "--only pretrain:front_loaded" in pre
+    data = next(p for p in scripts if "corpus-web" in p.name).read_text()
+    assert "--data-executor slurm" in data and "torchrun" not in data
+    # SFT waits for its pretraining job and its shard set.
+    sft_line = next(line for line in submit.splitlines() if "sft-front_loaded" in line)
+    assert "--dependency=afterok:" in sft_line
+    shutil.rmtree(jobs)
