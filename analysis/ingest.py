@@ -1,0 +1,616 @@
+"""Load a workspace's run folders, manifests, mix plans and checkpoints into its DuckDB store.
+
+Invariants:
+
+- Idempotent: ingesting twice adds nothing. Small files (study.json, config.json, manifests, plans,
+  checkpoint meta.json) are re-read every time and replace their tables in one transaction; event
+  files are append-only and read from the byte offset recorded in ``ingest_files``.
+- Incremental: only bytes after that offset are parsed, each event file in its own transaction
+  together with its new offset, so a crash mid-ingest loses nothing and duplicates nothing.
+- A half-written last line (a writer killed mid-line, or still writing) is not consumed: the file
+  is read up to its last newline and the rest is reported; the next ingest continues there.
+- Unknown schema versions (``v`` of an event, ``schema_version`` of a config.json or manifest) are
+  errors naming the file; everything else in the workspace is still ingested first.
+- Parsing is DuckDB's own ``read_ndjson`` with a typed column list (schema columns plus any extra
+  keys as JSON), so millions of metric rows load per second and odd extra fields never break it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from frontload.analysis.schema import EVENT_TABLES, SCHEMA_VERSION, TABLE_BY_NAME, TABLES, Table
+from frontload.analysis.store import DB_NAME, StoreError, open_writable
+from frontload.analysis.views import PHASES_SQL, create_views
+from frontload.corpus.errors import FrontloadError
+
+KNOWN_EVENT_VERSIONS = (1,)
+KNOWN_FILE_VERSIONS = (1,)
+_EVENT_FILE = re.compile(r"^(?P<kind>[A-Za-z0-9_]+)\.rank(?P<rank>\d+)\.jsonl$")
+# Folders that never hold anything the store reads (documents, weights' tokenizer copies, reports).
+_PRUNE = {"data", "rejects", "tokenizer", "__pycache__", "report", "node_modules"}
+_CHUNK = 1 << 24
+_POLARS_TYPES = {"VARCHAR": "String", "JSON": "String", "BIGINT": "Int64", "INTEGER": "Int64", "DOUBLE": "Float64"}
+
+
+class IngestError(FrontloadError):
+    """Some files could not be ingested (unknown schema version, unreadable); names every file."""
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did: rows added per table, files read, and warnings worth a look."""
+
+    workspace: Path
+    db_path: Path
+    new_rows: dict[str, int] = field(default_factory=dict)
+    event_files: int = 0
+    event_files_read: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def total_new_rows(self) -> int:
+        """Rows added by this ingest over all tables."""
+        return sum(self.new_rows.values())
+
+    def summary(self) -> str:
+        """A few human lines for the command line."""
+        added = ", ".join(f"{k} +{v}" for k, v in self.new_rows.items() if v) or "nothing new"
+        lines = [
+            f"ingested {self.workspace} -> {self.db_path} in {self.seconds:.2f}s: {added} "
+            f"({self.event_files_read}/{self.event_files} event files had new lines)"
+        ]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Scan:
+    study: Path | None = None
+    runs: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    manifests: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    plans: list[Path] = field(default_factory=list)
+    metas: list[tuple[Path, Path | None]] = field(default_factory=list)  # (meta.json, run folder)
+    events: list[tuple[Path, Path]] = field(default_factory=list)  # (file, run folder)
+
+
+class _Paths:
+    """Turns the paths stages wrote (absolute, relative to the cwd, or to the workspace) into workspace-relative ones."""
+
+    def __init__(self, ws: Path) -> None:
+        self.ws = ws
+        prefixes = {str(ws.absolute()), str(ws.resolve())}
+        if not Path(str(ws)).is_absolute():
+            prefixes.add(os.path.normpath(str(ws)))
+        self.prefixes = sorted((p.rstrip("/") + "/" for p in prefixes if p not in (".", "")), key=len, reverse=True)
+
+    def rel(self, p: Path) -> str:
+        return p.relative_to(self.ws).as_posix()
+
+    def norm(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        s = str(value).rstrip("/")
+        for prefix in self.prefixes:
+            if s.startswith(prefix):
+                return s[len(prefix) :]
+        return s[2:] if s.startswith("./") else s
+
+    def norm_sql(self, col: str) -> str:
+        expr = col
+        for prefix in reversed(self.prefixes):
+            q = prefix.replace("'", "''")
+            expr = f"(CASE WHEN starts_with({expr}, '{q}') THEN substr({expr}, {len(prefix) + 1}) ELSE {expr} END)"
+        return f"regexp_replace(regexp_replace({expr}, '^\\./', ''), '/+$', '')"
+
+
+def _read_json(path: Path, errors: list[str]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        errors.append(f"{path}: not readable JSON ({e})")
+        return None
+    if not isinstance(data, dict):
+        errors.append(f"{path}: expected a JSON object")
+        return None
+    return data
+
+
+def _check_version(path: Path, data: dict[str, Any], errors: list[str], required: bool) -> bool:
+    version = data.get("schema_version")
+    if version is None and not required:
+        return True
+    if version not in KNOWN_FILE_VERSIONS:
+        errors.append(f"{path}: unknown schema_version {version!r} (this frontload reads {list(KNOWN_FILE_VERSIONS)})")
+        return False
+    return True
+
+
+def _scan(ws: Path, errors: list[str]) -> _Scan:
+    found = _Scan()
+    if (ws / "study.json").is_file():
+        found.study = ws / "study.json"
+    run_dirs: list[Path] = []
+    for root, dirs, files in os.walk(ws):
+        here = Path(root)
+        while run_dirs and run_dirs[-1] not in here.parents and run_dirs[-1] != here:
+            run_dirs.pop()
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _PRUNE and d != "events")
+        if "meta.json" in files and here.parent.name == "checkpoints":
+            found.metas.append((here / "meta.json", run_dirs[-1] if run_dirs else None))
+            dirs[:] = []  # weights and optimizer state below
+            continue
+        if "config.json" in files:
+            info = _read_json(here / "config.json", errors)
+            # Only run folders count: an exported Hugging Face model also has a config.json.
+            if info is not None and "run_id" in info and "stage" in info:
+                if _check_version(here / "config.json", info, errors, required=True):
+                    found.runs.append((here, info))
+                run_dirs.append(here)
+        if "manifest.json" in files:
+            manifest = _read_json(here / "manifest.json", errors)
+            if manifest is not None and manifest.get("kind") in ("corpus", "shards"):
+                if _check_version(here / "manifest.json", manifest, errors, required=True):
+                    found.manifests.append((here, manifest))
+        if "plan.json" in files:
+            found.plans.append(here / "plan.json")
+        if (here / "events").is_dir():
+            owner = run_dirs[-1] if run_dirs and run_dirs[-1] == here else here
+            for name in sorted(os.listdir(here / "events")):
+                if name.endswith(".jsonl"):
+                    found.events.append((here / "events" / name, owner))
+    return found
+
+
+def _insert_rows(con, table: Table, rows: list[dict[str, Any]]) -> None:
+    import polars as pl
+
+    if not rows:
+        return
+    schema = {c.name: getattr(pl, _POLARS_TYPES.get(c.type, "Boolean")) for c in table.columns}
+    for c in table.columns:
+        if c.type == "JSON":
+            for r in rows:
+                if r.get(c.name) is not None:
+                    r[c.name] = json.dumps(r[c.name], ensure_ascii=False, default=str)
+    frame = pl.DataFrame([{c.name: r.get(c.name) for c in table.columns} for r in rows], schema=schema, orient="row")
+    con.register("_frontload_rows", frame.to_arrow())
+    try:
+        con.execute(f"INSERT INTO {table.name} SELECT * FROM _frontload_rows")
+    finally:
+        con.unregister("_frontload_rows")
+
+
+def _as_int(v: Any) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_float(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _study_rows(scan: _Scan, errors: list[str]) -> tuple[list[dict], list[dict]]:
+    study = _read_json(scan.study, errors) if scan.study else None
+    arm_names: list[str] = []
+    arm_cfgs: dict[str, dict] = {}
+    if study is not None:
+        _check_version(scan.study, study, errors, required=False)
+        for i, arm in enumerate(study.get("arms") or []):
+            if not isinstance(arm, dict) or not arm.get("name"):
+                errors.append(f"{scan.study}: arms[{i}] has no name")
+                continue
+            arm_names.append(str(arm["name"]))
+            arm_cfgs[str(arm["name"])] = arm
+    # Arms that only run folders name (no study.json, or a run outside the study) still get a row.
+    for _, info in sorted(scan.runs, key=lambda r: str(r[0])):
+        arm = info.get("arm")
+        if arm and arm not in arm_names:
+            arm_names.append(str(arm))
+    inner = (study or {}).get("study") if isinstance((study or {}).get("study"), dict) else {}
+    baseline = (study or {}).get("baseline") or inner.get("baseline") or (arm_names[0] if arm_names else None)
+    if baseline is not None and arm_names and baseline not in arm_names:
+        errors.append(f"{scan.study}: baseline {baseline!r} is not an arm ({', '.join(arm_names)})")
+    study_rows = []
+    if study is not None or arm_names:
+        study_rows = [{"name": (study or {}).get("name") or inner.get("name"), "baseline": baseline, "config": study}]
+    arms = [
+        {
+            "arm": name,
+            "arm_order": i,
+            "is_baseline": name == baseline,
+            "pretrain": arm_cfgs.get(name, {}).get("pretrain"),
+            "sft": arm_cfgs.get(name, {}).get("sft"),
+            "rl": arm_cfgs.get(name, {}).get("rl"),
+            "config": arm_cfgs.get(name),
+        }
+        for i, name in enumerate(arm_names)
+    ]
+    return study_rows, arms
+
+
+def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> dict[str, list[dict]]:
+    tables: dict[str, list[dict]] = {}
+    tables["study"], tables["arms"] = _study_rows(scan, errors)
+    runs, run_by_dir = [], {}
+    for folder, info in scan.runs:
+        row = {
+            "run_id": info["run_id"],
+            "stage": info.get("stage"),
+            "arm": info.get("arm"),
+            "phase": info.get("phase"),
+            "parent": paths.norm(info.get("parent")),
+            "path": paths.rel(folder),
+            "created": _as_float(info.get("created")),
+            "config": info.get("config"),
+            "info": info,
+        }
+        run_by_dir[folder] = row
+        runs.append(row)
+    # Several folders with one run id (a resumed run copied elsewhere): keep the newest.
+    dedup: dict[str, dict] = {}
+    for row in sorted(runs, key=lambda r: (r["created"] or 0.0, r["path"])):
+        dedup[row["run_id"]] = row
+    tables["runs"] = list(dedup.values())
+
+    ckpts = []
+    for meta_path, run_dir in scan.metas:
+        meta = _read_json(meta_path, errors)
+        if meta is None or not _check_version(meta_path, meta, errors, required=False):
+            continue
+        run = run_by_dir.get(run_dir) if run_dir else None
+        ckpts.append(
+            {
+                "path": paths.rel(meta_path.parent),
+                "run_id": run["run_id"] if run else None,
+                "arm": run["arm"] if run else meta.get("arm"),
+                "phase": meta.get("phase") or (run["phase"] if run else None),
+                "step": _as_int(meta.get("step")),
+                "consumed_samples": _as_int(meta.get("consumed_samples")),
+                "mix_plan_fingerprint": meta.get("mix_plan_fingerprint"),
+                "parent": paths.norm(meta.get("parent")),
+                "tokenizer_fingerprint": meta.get("tokenizer_fingerprint"),
+                "model": meta.get("model"),
+                "meta": meta,
+            }
+        )
+    tables["checkpoints"] = ckpts
+
+    corpora, shards = [], []
+    for folder, m in scan.manifests:
+        rel = paths.rel(folder)
+        # WORKSPACE/<corpora|shards>/<name>/<fingerprint>/: the name is the folder above the fingerprint.
+        name = folder.parent.name if folder.name == m.get("fingerprint") else folder.name
+        counts = m.get("counts") or {}
+        if m["kind"] == "corpus":
+            account = m.get("account") or {}
+            corpora.append(
+                {
+                    "name": m.get("name") or name,
+                    "fingerprint": m.get("fingerprint"),
+                    "path": rel,
+                    "documents": _as_int(counts.get("documents", account.get("kept"))),
+                    "inputs": _as_int(account.get("in")),
+                    "kept": _as_int(account.get("kept")),
+                    "dropped": account.get("dropped"),
+                    "counts": counts,
+                    "config": m.get("config"),
+                    "manifest": m,
+                }
+            )
+        else:
+            shards.append(
+                {
+                    "name": m.get("name") or name,
+                    "fingerprint": m.get("fingerprint"),
+                    "path": rel,
+                    "input_fingerprint": m.get("input_fingerprint"),
+                    "tokenizer_fingerprint": m.get("tokenizer_fingerprint"),
+                    "sft": bool(m.get("sft", False)),
+                    "documents": _as_int(counts.get("documents")),
+                    "tokens": _as_int(counts.get("tokens")),
+                    "dtype": None if m.get("dtype") is None else str(m.get("dtype")),
+                    "vocab_size": _as_int(m.get("vocab_size")),
+                    "manifest": m,
+                }
+            )
+    tables["corpora"], tables["shards"] = corpora, shards
+
+    plans = []
+    for plan_path in scan.plans:
+        plan = _read_json(plan_path, errors)
+        if plan is None or "stages" not in plan or not _check_version(plan_path, plan, errors, required=False):
+            continue
+        parts = plan_path.relative_to(ws).parts
+        arm, phase = (parts[1], parts[2]) if len(parts) >= 4 and parts[0] == "mix" else (None, None)
+        arm, phase = plan.get("arm") or arm, plan.get("phase") or phase
+        for s, stage in enumerate(plan.get("stages") or []):
+            for src in stage.get("sources") or []:
+                plans.append(
+                    {
+                        "plan_fingerprint": plan.get("fingerprint"),
+                        "arm": arm,
+                        "phase": phase,
+                        "path": paths.rel(plan_path),
+                        "stage_index": _as_int(stage.get("index", s)),
+                        "budget": stage.get("budget"),
+                        "source": src.get("name"),
+                        "tokens": _as_int(src.get("tokens")),
+                        "samples": _as_int(src.get("samples")),
+                        "share": _as_float(src.get("share")),
+                        "epochs": _as_float(src.get("epochs")),
+                        "source_info": src,
+                        "plan": plan,
+                    }
+                )
+    tables["mix_plan"] = plans
+    return tables
+
+
+def _scan_new_bytes(path: Path, offset: int, size: int) -> tuple[int, int]:
+    """(end of the last complete line, newlines) within ``path[offset:size]``."""
+    lines, last_nl = 0, -1
+    with open(path, "rb") as f:
+        f.seek(offset)
+        pos = offset
+        while pos < size:
+            block = f.read(min(_CHUNK, size - pos))
+            if not block:
+                break
+            n = block.count(b"\n")
+            if n:
+                lines += n
+                last_nl = pos + block.rfind(b"\n")
+            pos += len(block)
+    return last_nl + 1 if last_nl >= 0 else offset, lines
+
+
+def _copy_slice(path: Path, start: int, end: int, dest: Path) -> None:
+    with open(path, "rb") as src, open(dest, "wb") as out:
+        src.seek(start)
+        left = end - start
+        while left > 0:
+            block = src.read(min(_CHUNK, left))
+            if not block:
+                break
+            out.write(block)
+            left -= len(block)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+class _EventLoader:
+    def __init__(self, con, ws: Path, paths: _Paths, report: IngestReport, errors: list[str]) -> None:
+        self.con, self.ws, self.paths, self.report, self.errors = con, ws, paths, report, errors
+        self.tmp = Path(tempfile.mkdtemp(prefix="frontload-ingest-"))
+        self.state = {
+            row[1]: row
+            for row in con.execute(
+                "SELECT file_id, path, bytes_ingested, lines, rows_added, bad_lines FROM ingest_files"
+            ).fetchall()
+        }
+        self.next_id = 1 + (con.execute("SELECT max(file_id) FROM ingest_files").fetchone()[0] or 0)
+
+    def close(self) -> None:
+        for p in self.tmp.iterdir():
+            p.unlink()
+        self.tmp.rmdir()
+
+    def load(self, path: Path, run_dir: Path, run_ids: dict[Path, str]) -> None:
+        rel = self.paths.rel(path)
+        m = _EVENT_FILE.match(path.name)
+        if m is None or m["kind"] not in EVENT_TABLES:
+            self.report.warnings.append(
+                f"{rel}: not an event file of a known kind ({', '.join(EVENT_TABLES)}); skipped"
+            )
+            return
+        table = EVENT_TABLES[m["kind"]]
+        rank = int(m["rank"])
+        size = path.stat().st_size
+        prev = self.state.get(rel)
+        file_id, offset, lines, rows, bad = (
+            (prev[0], prev[2], prev[3], prev[4], prev[5]) if prev else (None, 0, 0, 0, 0)
+        )
+        if size < offset:
+            # The file was replaced by a shorter one (a run folder rebuilt): its old rows go, all is re-read.
+            self.report.warnings.append(f"{rel}: shorter than what was ingested before; re-reading it")
+            self.con.execute(f"DELETE FROM {table.name} WHERE file_id = ?", [file_id])
+            self.report.new_rows[table.name] = self.report.new_rows.get(table.name, 0) - rows
+            offset, lines, rows, bad = 0, 0, 0, 0
+        end, new_lines = _scan_new_bytes(path, offset, size) if size > offset else (offset, 0)
+        partial = size - end
+        if partial:
+            self.report.warnings.append(
+                f"{rel}: {partial} bytes after the last complete line (a writer killed or still writing); "
+                f"ingested up to line {lines + new_lines}, the rest waits for the next ingest"
+            )
+        if file_id is None:
+            file_id = self.next_id
+            self.next_id += 1
+        added = 0
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if end > offset:
+                self.report.event_files_read += 1
+                added, bad_new = self._insert(table, path, rel, file_id, rank, offset, end, size)
+                bad += bad_new
+            self.con.execute("DELETE FROM ingest_files WHERE file_id = ?", [file_id])
+            self.con.execute(
+                "INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    file_id,
+                    rel,
+                    m["kind"],
+                    run_ids.get(run_dir),
+                    rank,
+                    end,
+                    lines + new_lines,
+                    rows + added,
+                    bad,
+                    partial,
+                    time.time(),
+                ],
+            )
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.report.new_rows[table.name] = self.report.new_rows.get(table.name, 0) + added
+
+    def _insert(self, table: Table, path: Path, rel: str, file_id: int, rank: int, start: int, end: int, size: int):
+        src = path
+        if start > 0 or end < size:
+            src = self.tmp / f"{file_id}.jsonl"
+            _copy_slice(path, start, end, src)
+        own = {"file_id", "rank", "extra"}
+        known = [c for c in table.columns if c.name not in own]
+        known_names = {c.name for c in known}
+        try:
+            sampled = self.con.execute(
+                f"DESCRIBE SELECT * FROM read_ndjson({_sql_str(str(src))}, ignore_errors=true)"
+            ).fetchall()
+            extras = [r[0] for r in sampled if r[0] not in known_names]
+        except Exception:  # noqa: BLE001 - an unreadable sample only means no extra columns are detected
+            extras = []
+        spec = ", ".join(f"{_sql_str(c.name)}: {_sql_str(c.type)}" for c in known)
+        spec += "".join(f", {_sql_str(x)}: 'JSON'" for x in extras)
+        select = [str(file_id), str(rank)]
+        for c in known:
+            col = _ident(c.name)
+            select.append(self.paths.norm_sql(col) if c.name == "checkpoint" else col)
+        if extras:
+            select.append("to_json(struct_pack(" + ", ".join(f"{_ident(x)} := {_ident(x)}" for x in extras) + "))")
+        else:
+            select.append("NULL")
+        cols = ", ".join(_ident(c.name) for c in table.columns)
+        before = self.con.execute(f"SELECT count(*) FROM {table.name} WHERE file_id = ?", [file_id]).fetchone()[0]
+        query = (
+            f"INSERT INTO {table.name} ({cols}) SELECT {', '.join(select)} "
+            f"FROM read_ndjson({_sql_str(str(src))}, columns={{{spec}}}{{opts}}) WHERE v IS NOT NULL"
+        )
+        bad = 0
+        try:
+            self.con.execute(query.replace("{opts}", ""))
+        except Exception as e:  # noqa: BLE001 - duckdb raises several types for malformed input
+            import duckdb
+
+            if not isinstance(e, duckdb.Error):
+                raise
+            # A malformed line in the middle (not just a torn tail): skip such lines, keep the rest, say so.
+            self.con.execute("ROLLBACK")
+            self.con.execute("BEGIN TRANSACTION")
+            self.con.execute(query.replace("{opts}", ", ignore_errors=true"))
+            bad = self.con.execute(
+                f"SELECT count(*) FROM read_ndjson({_sql_str(str(src))}, columns={{'v': 'VARCHAR'}}, ignore_errors=true) "
+                "WHERE v IS NULL"
+            ).fetchone()[0]
+            first = str(e).strip().splitlines()[0]
+            self.report.warnings.append(f"{rel}: {bad} unreadable line(s) skipped; first problem: {first}")
+        wrong = self.con.execute(
+            f"SELECT v FROM {table.name} WHERE file_id = ? AND v NOT IN ({', '.join(map(str, KNOWN_EVENT_VERSIONS))}) LIMIT 1",
+            [file_id],
+        ).fetchone()
+        if wrong is not None:
+            raise _VersionError(
+                f"{rel}: unknown event schema version v={wrong[0]} (this frontload reads {list(KNOWN_EVENT_VERSIONS)})"
+            )
+        after = self.con.execute(f"SELECT count(*) FROM {table.name} WHERE file_id = ?", [file_id]).fetchone()[0]
+        if src != path:
+            src.unlink()
+        return after - before, bad
+
+
+class _VersionError(FrontloadError):
+    pass
+
+
+def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: bool = True) -> IngestReport:
+    """Load everything new in ``workspace`` into ``workspace/frontload.duckdb``; returns what was added."""
+    started = time.perf_counter()
+    ws = Path(workspace)
+    if not ws.is_dir():
+        raise StoreError(f"{ws}: no such workspace folder")
+    db_path = ws / DB_NAME
+    if rebuild:
+        for p in (db_path, db_path.with_name(db_path.name + ".wal")):
+            p.unlink(missing_ok=True)
+    report = IngestReport(workspace=ws, db_path=db_path)
+    errors: list[str] = []
+    paths = _Paths(ws)
+    scan = _scan(ws, errors)
+    con = open_writable(db_path)
+    try:
+        _prepare(con, db_path)
+        tables = _small_tables(ws, paths, scan, errors)
+        con.execute("BEGIN TRANSACTION")
+        for name, rows in tables.items():
+            before = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+            con.execute(f"DELETE FROM {name}")
+            _insert_rows(con, TABLE_BY_NAME[name], rows)
+            report.new_rows[name] = len(rows) - before
+        con.execute("COMMIT")
+
+        run_ids = {folder: info["run_id"] for folder, info in scan.runs}
+        report.event_files = len(scan.events)
+        loader = _EventLoader(con, ws, paths, report, errors)
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(scan.events, desc="ingest events", unit="file", disable=not progress or len(scan.events) < 20)
+            for path, run_dir in bar:
+                try:
+                    loader.load(path, run_dir, run_ids)
+                except _VersionError as e:
+                    errors.append(str(e))
+        finally:
+            loader.close()
+
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM phases")
+        con.execute(PHASES_SQL)
+        con.execute("DELETE FROM store_info")
+        con.execute("INSERT INTO store_info VALUES (?, ?, ?)", [SCHEMA_VERSION, str(ws.resolve()), time.time()])
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    report.seconds = time.perf_counter() - started
+    if errors:
+        more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
+        raise IngestError(f"{errors[0]}{more}; everything else was ingested into {db_path}")
+    return report
+
+
+def _prepare(con, db_path: Path) -> None:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_info' AND table_schema = 'main'"
+    ).fetchone()[0]
+    if exists:
+        row = con.execute("SELECT schema_version FROM store_info").fetchone()
+        if row is not None and row[0] != SCHEMA_VERSION:
+            raise StoreError(
+                f"{db_path}: store schema version {row[0]} (this frontload writes {SCHEMA_VERSION}); "
+                "rebuild it with `frontload analysis ingest WORKSPACE --rebuild`"
+            )
+    for t in TABLES:
+        con.execute(t.ddl())
+    create_views(con)

@@ -1,0 +1,248 @@
+"""A fake-but-realistic study workspace: 3 arms x 3 phases written with the shared writers.
+
+Everything is written the way the stages write it (``RunFolder`` events, ``Manifest`` files,
+checkpoint ``meta.json`` with absolute parent paths, mix ``plan.json``), so the analysis tests
+exercise the real contracts. ``SCORES`` holds the final score of every arm, phase and task; tests
+compute the expected gains from it by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from frontload.corpus.events import RunFolder
+from frontload.corpus.fingerprint import atomic_write_json, fingerprint
+from frontload.corpus.manifest import Account, Manifest
+
+ARMS = ("baseline", "front_loaded", "front_loaded_more")
+PHASES = ("pretrain", "sft", "rl")
+TASKS = ("heldout_arithmetic", "heldout_word_problems")
+TOKENIZER_FP = "tok0123456789abc"
+# Final pass@1 per (arm, phase, task).
+SCORES = {
+    ("baseline", "pretrain", "heldout_arithmetic"): 0.10,
+    ("baseline", "pretrain", "heldout_word_problems"): 0.05,
+    ("baseline", "sft", "heldout_arithmetic"): 0.30,
+    ("baseline", "sft", "heldout_word_problems"): 0.20,
+    ("baseline", "rl", "heldout_arithmetic"): 0.45,
+    ("baseline", "rl", "heldout_word_problems"): 0.30,
+    ("front_loaded", "pretrain", "heldout_arithmetic"): 0.18,
+    ("front_loaded", "pretrain", "heldout_word_problems"): 0.09,
+    ("front_loaded", "sft", "heldout_arithmetic"): 0.38,
+    ("front_loaded", "sft", "heldout_word_problems"): 0.26,
+    ("front_loaded", "rl", "heldout_arithmetic"): 0.55,
+    ("front_loaded", "rl", "heldout_word_problems"): 0.29,
+    ("front_loaded_more", "pretrain", "heldout_arithmetic"): 0.22,
+    ("front_loaded_more", "pretrain", "heldout_word_problems"): 0.12,
+    ("front_loaded_more", "sft", "heldout_arithmetic"): 0.41,
+    ("front_loaded_more", "sft", "heldout_word_problems"): 0.27,
+    ("front_loaded_more", "rl", "heldout_arithmetic"): 0.60,
+    ("front_loaded_more", "rl", "heldout_word_problems"): 0.36,
+}
+# Perplexity after pretraining (lower is better).
+PERPLEXITY = {"baseline": 12.0, "front_loaded": 11.5, "front_loaded_more": 12.5}
+REASONING_SHARE = {"baseline": 0.0, "front_loaded": 0.2, "front_loaded_more": 0.4}
+PRETRAIN_TOKENS = (600_000, 400_000)  # two pretraining stages
+SFT_TOKENS = 100_000
+STEPS = {"pretrain": 200, "sft": 60, "rl": 30}
+SEQ_LEN = 64
+
+
+def _manifest(folder: Path, kind: str, fp: str, config: dict, counts: dict, account=None, extra=None) -> None:
+    Manifest(kind=kind, fingerprint=fp, config=config, counts=counts, account=account, extra=extra or {}).write(folder)
+
+
+def _write_corpora(ws: Path) -> dict[str, dict[str, str]]:
+    out = {}
+    for name, n in (("web", 5000), ("reasoning_diverse", 30000), ("reasoning_hq", 3000), ("rl_problems", 2000)):
+        cfg = {"source": {"kind": "generators" if name != "web" else "packaged_text", "n": n}}
+        cfp = fingerprint(name, cfg)
+        folder = ws / "corpora" / name / cfp
+        folder.mkdir(parents=True)
+        dup = n // 10
+        account = Account(inputs=n, kept=n - dup - 7, dropped={"dedup_exact": dup, "verify_wrong": 7})
+        _manifest(folder, "corpus", cfp, cfg, {"documents": n - dup - 7}, account)
+        # The filter pipeline's own run folder, with its per-step account.
+        with RunFolder(folder / "run", stage="filters", config={"corpus": name}) as run:
+            run.log("stats", step_name="verify", inputs=n, kept=n - 7, dropped={"verify_wrong": 7})
+            run.log("stats", step_name="dedup", inputs=n - 7, kept=n - 7 - dup, dropped={"dedup_exact": dup})
+        sfp = fingerprint(cfp, TOKENIZER_FP)
+        sfolder = ws / "shards" / name / sfp
+        sfolder.mkdir(parents=True)
+        _manifest(
+            sfolder,
+            "shards",
+            sfp,
+            {"seq_len": SEQ_LEN},
+            {"documents": n - dup - 7, "tokens": (n - dup - 7) * 100},
+            extra={
+                "tokenizer_fingerprint": TOKENIZER_FP,
+                "dtype": "uint16",
+                "prefixes": ["00000"],
+                "files": {"00000.bin": {"sha256": "0" * 64, "bytes": 1}},
+                "input_fingerprint": cfp,
+                "sft": name == "reasoning_hq",
+                "eod_id": 2,
+                "vocab_size": 4096,
+            },
+        )
+        out[name] = {"corpus": cfp, "shards": sfp}
+    return out
+
+
+def _plan(stages: list[dict[str, float]], budgets: list[int]) -> dict:
+    plan_stages = []
+    for i, (blend, budget) in enumerate(zip(stages, budgets)):
+        sources = []
+        for name, share in blend.items():
+            if share <= 0:
+                continue
+            tokens = int(budget * share)
+            sources.append(
+                {"name": name, "tokens": tokens, "samples": tokens // SEQ_LEN, "share": share, "epochs": tokens / 1e6}
+            )
+        plan_stages.append({"index": i, "budget": {"tokens": budget}, "sources": sources})
+    return {"stages": plan_stages, "seq_len": SEQ_LEN, "seed": 1234, "fingerprint": fingerprint(plan_stages)}
+
+
+def write_study(ws: Path, arms: tuple[str, ...] = ARMS) -> Path:
+    """Write a whole fake study into ``ws`` (absolute); returns ``ws``."""
+    ws.mkdir(parents=True, exist_ok=True)
+    _write_corpora(ws)
+    arm_cfgs = []
+    for arm in arms:
+        share = REASONING_SHARE[arm]
+        pretrain = [{"web": 1.0}, {"web": 1.0 - share, "reasoning_diverse": share}]
+        arm_cfgs.append(
+            {
+                "name": arm,
+                "pretrain": [{"tokens": t, "blend": b} for t, b in zip(PRETRAIN_TOKENS, pretrain)],
+                "sft": {"blend": {"reasoning_hq": 1.0}, "epochs": 2},
+                "rl": {"problems": "rl_problems", "steps": STEPS["rl"], "group": 8},
+            }
+        )
+    atomic_write_json(
+        ws / "study.json",
+        {"study": {"name": "front-loading-test", "seed": 1234}, "arms": arm_cfgs, "baseline": arms[0], "model": {}},
+    )
+    for arm in arms:
+        share = REASONING_SHARE[arm]
+        plans = {
+            "pretrain": _plan([{"web": 1.0}, {"web": 1.0 - share, "reasoning_diverse": share}], list(PRETRAIN_TOKENS)),
+            "sft": _plan([{"reasoning_hq": 1.0}], [SFT_TOKENS]),
+        }
+        for phase, plan in plans.items():
+            atomic_write_json(ws / "mix" / arm / phase / "plan.json", plan)
+        parent = None
+        for phase in PHASES:
+            cfg = {"phase": phase, "arm": arm, "lr": 1e-3}
+            run_dir = ws / "runs" / arm / phase / fingerprint(arm, phase)
+            plan_fp = plans[phase]["fingerprint"] if phase in plans else None
+            with RunFolder(run_dir, stage=phase, config=cfg, arm=arm, phase=phase, parent=parent) as run:
+                steps = STEPS[phase]
+                for step in range(1, steps + 1):
+                    fields = {
+                        "phase": phase,
+                        "step": step,
+                        "loss": 6.0 * math.exp(-step / 80) + 1.0 - share,
+                        "lr": 1e-3,
+                        "grad_norm": 1.0,
+                        "tokens_per_s": 5000.0,
+                        "consumed_samples": step * 32,
+                        "consumed_by_source": {"web": step * 24, "reasoning_diverse": step * 8},
+                    }
+                    if phase == "rl":
+                        fields.update(
+                            reward_mean=0.2 + step / steps * 0.4 + share / 4,
+                            reward_std=0.1,
+                            accuracy=0.3,
+                            kl=0.01,
+                            clip_frac=0.05,
+                            zero_variance_groups=1,
+                            verifier_errors=0,
+                        )
+                    run.log("metrics", **fields)
+                    if phase == "rl" and step % 10 == 0:
+                        for g in range(2):
+                            run.log(
+                                "rollouts",
+                                step=step,
+                                prompt_id=f"p{step}",
+                                prompt="What is 2+2?",
+                                completion="<think>2+2=4</think> \\boxed{4}",
+                                reward=float(g),
+                                verdict="correct" if g else "wrong",
+                                length=12,
+                                finish_reason="stop",
+                            )
+            ckpts = []
+            for step in (STEPS[phase] // 2, STEPS[phase]):
+                ck = run_dir / "checkpoints" / f"{step:07d}"
+                ck.mkdir(parents=True)
+                meta = {
+                    "phase": phase,
+                    "step": step,
+                    "consumed_samples": step * 32,
+                    "mix_plan_fingerprint": plan_fp,
+                    "parent": parent,
+                    "model": {"layers": 2, "hidden": 64},
+                    "tokenizer_fingerprint": TOKENIZER_FP,
+                }
+                atomic_write_json(ck / "meta.json", meta)
+                ckpts.append(ck)
+            # Evaluation of the mid and the final checkpoint, in the arm's eval run folder.
+            eval_dir = ws / "runs" / arm / "eval" / fingerprint(arm, phase, "eval")
+            with RunFolder(eval_dir, stage="eval", config={"samples": 2}, arm=arm, phase=phase) as ev:
+                for ck, final in ((ckpts[0], False), (ckpts[1], True)):
+                    for task in TASKS:
+                        value = SCORES[(arm, phase, task)] if final else SCORES[(arm, phase, task)] / 2
+                        ev.log(
+                            "evals",
+                            phase=phase,
+                            checkpoint=str(ck),
+                            step=int(ck.name),
+                            task=task,
+                            metric="pass@1",
+                            value=value,
+                            n_questions=50,
+                            n_samples=2,
+                            temperature=0.7,  # a field the contract does not name
+                        )
+                        for q in range(3):
+                            ev.log(
+                                "predictions",
+                                phase=phase,
+                                checkpoint=str(ck),
+                                task=task,
+                                question_id=q,
+                                question=f"q{q}",
+                                gold="4",
+                                sample=0,
+                                completion="\\boxed{4}",
+                                prediction="4" if q else None,
+                                verdict="correct" if q else "unparseable",
+                                correct=bool(q),
+                            )
+                    if phase == "pretrain":
+                        ev.log(
+                            "evals",
+                            phase=phase,
+                            checkpoint=str(ck),
+                            step=int(ck.name),
+                            task="heldout_text",
+                            metric="perplexity",
+                            value=PERPLEXITY[arm] if final else PERPLEXITY[arm] * 2,
+                            n_questions=100,
+                            n_samples=1,
+                        )
+            parent = str(ckpts[-1])
+    return ws
+
+
+@pytest.fixture
+def study_ws(tmp_path) -> Path:
+    """A fresh fake study workspace (3 arms x 3 phases)."""
+    return write_study(tmp_path / "ws")
