@@ -1,0 +1,209 @@
+"""Export a frontload checkpoint to the Hugging Face Llama format that transformers and vLLM load.
+
+The Megatron-core GPTModel built by :class:`frontload.train.model.ModelConfig` is a Llama: the
+mapping is one tensor per tensor except two fused projections, which are split:
+
+* ``linear_qkv`` holds, per query group, that group's query heads then its one key and one value
+  head; it becomes ``q_proj``, ``k_proj``, ``v_proj``;
+* ``linear_fc1`` holds ``[gate; up]`` of the SwiGLU; it becomes ``gate_proj`` and ``up_proj``.
+
+RoPE is non-interleaved on both sides, so no permutation of q/k rows is needed. With tied
+embeddings ``lm_head.weight`` is left out and ``tie_word_embeddings`` is set.
+
+Invariants: :func:`hf_state_dict` does no I/O and never changes the model (RL pushes its output into
+a running vLLM); :func:`export_hf` writes into a temporary folder renamed onto ``out_dir`` only when
+complete; the exported model's logits equal the Megatron model's within float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from frontload.corpus.chat import END
+from frontload.corpus.errors import FrontloadError
+from frontload.corpus.fingerprint import atomic_write_json
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _bare(model):
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def hf_state_dict(model, config) -> dict[str, Any]:
+    """Megatron GPTModel weights under Hugging Face ``LlamaForCausalLM`` names (tensors share no storage)."""
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized() and (
+        parallel_state.get_tensor_model_parallel_world_size() > 1
+        or parallel_state.get_pipeline_model_parallel_world_size() > 1
+    ):
+        raise FrontloadError("export needs the whole model in one process: load the checkpoint with tp=1, pp=1")
+    sd = {k: v for k, v in _bare(model).state_dict().items() if not k.endswith("_extra_state")}
+    heads, groups, hd = config.heads, config.kv_heads, config.head_dim
+    per_group = heads // groups
+    ffn = config.ffn_hidden
+
+    def take(name: str):
+        if name not in sd:
+            raise FrontloadError(f"model has no weight {name!r}: not a frontload Llama-style GPTModel?")
+        return sd.pop(name).detach()
+
+    def norm(prefix: str, local: str, fused: str):
+        # The local spec keeps RMSNorm as its own module; Transformer Engine fuses it into the next linear.
+        return take(f"{prefix}.{local}") if f"{prefix}.{local}" in sd else take(f"{prefix}.{fused}")
+
+    out: dict[str, Any] = {"model.embed_tokens.weight": take("embedding.word_embeddings.weight").clone()}
+    for i in range(config.layers):
+        p, q = f"decoder.layers.{i}", f"model.layers.{i}"
+        out[f"{q}.input_layernorm.weight"] = norm(
+            p, "input_layernorm.weight", "self_attention.linear_qkv.layer_norm_weight"
+        ).clone()
+        qkv = take(f"{p}.self_attention.linear_qkv.weight")
+        hidden = qkv.shape[-1]
+        qkv = qkv.view(groups, per_group + 2, hd, hidden)
+        out[f"{q}.self_attn.q_proj.weight"] = qkv[:, :per_group].reshape(heads * hd, hidden).clone()
+        out[f"{q}.self_attn.k_proj.weight"] = qkv[:, per_group].reshape(groups * hd, hidden).clone()
+        out[f"{q}.self_attn.v_proj.weight"] = qkv[:, per_group + 1].reshape(groups * hd, hidden).clone()
+        out[f"{q}.self_attn.o_proj.weight"] = take(f"{p}.self_attention.linear_proj.weight").clone()
+        out[f"{q}.post_attention_layernorm.weight"] = norm(
+            p, "pre_mlp_layernorm.weight", "mlp.linear_fc1.layer_norm_weight"
+        ).clone()
+        fc1 = take(f"{p}.mlp.linear_fc1.weight")
+        out[f"{q}.mlp.gate_proj.weight"] = fc1[:ffn].clone()
+        out[f"{q}.mlp.up_proj.weight"] = fc1[ffn:].clone()
+        out[f"{q}.mlp.down_proj.weight"] = take(f"{p}.mlp.linear_fc2.weight").clone()
+    out["model.norm.weight"] = take("decoder.final_layernorm.weight").clone()
+    if not config.tied_embeddings:
+        out["lm_head.weight"] = take("output_layer.weight").clone()
+    sd.pop("output_layer.weight", None)  # a tied model may still list the shared weight here
+    leftover = [k for k in sd if not k.startswith("rotary_pos_emb")]
+    if leftover:
+        raise FrontloadError(f"export does not know how to map {leftover[:3]} (model/config mismatch?)")
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def hf_config(config, tokenizer) -> dict[str, Any]:
+    """``config.json`` contents of a ``LlamaForCausalLM`` equal to the frontload model ``config``."""
+    from transformers import LlamaConfig
+
+    kwargs: dict[str, Any] = dict(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden,
+        intermediate_size=config.ffn_hidden,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.kv_heads,
+        head_dim=config.head_dim,
+        max_position_embeddings=config.seq_len,
+        rms_norm_eps=config.norm_eps,
+        tie_word_embeddings=config.tied_embeddings,
+        initializer_range=config.init_std,
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=None,
+        eos_token_id=int(tokenizer.eod_id),
+        pad_token_id=int(tokenizer.pad_id),
+        architectures=["LlamaForCausalLM"],
+    )
+    if "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters:
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(config.rope_base)}
+    else:  # transformers 4.x
+        kwargs["rope_theta"] = float(config.rope_base)
+    d = LlamaConfig(**kwargs).to_dict()
+    d["torch_dtype"] = d["dtype"] = "bfloat16" if config.bf16 else "float32"
+    return d
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    ids = [int(tokenizer.eod_id)]
+    try:
+        ids.insert(0, int(tokenizer.token_id(END)))
+    except FrontloadError:
+        pass  # a tokenizer without the chat markers: EOD alone ends generation
+    return ids
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    if (src / "tokenizer.json").exists():
+        for name in TOKENIZER_FILES:
+            if (src / name).exists():
+                shutil.copy2(src / name, dst / name)
+    elif (src / "tokenizer.model").exists():
+        from frontload.corpus.tokenizer import write_hf_files
+
+        # Never ship tokenizer.model itself: transformers' own SentencePiece conversion gives other ids.
+        write_hf_files(src / "tokenizer.model", dst)
+    else:
+        raise FrontloadError(f"{src}: checkpoint has no tokenizer.json or tokenizer.model to export")
+
+
+def export_model(model, config, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, **meta: Any) -> Path:
+    """Write ``model`` (a frontload GPTModel) and its tokenizer as a Hugging Face Llama folder."""
+    from safetensors.torch import save_file
+
+    from frontload.corpus.tokenizer import load_tokenizer
+
+    tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    state = {k: v.cpu() for k, v in hf_state_dict(model, config).items()}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        atomic_write_json(tmp / "config.json", hf_config(config, tokenizer))
+        atomic_write_json(
+            tmp / "generation_config.json",
+            {"eos_token_id": _stop_ids(tokenizer), "pad_token_id": int(tokenizer.pad_id), "do_sample": False},
+        )
+        _copy_tokenizer(tokenizer_dir, tmp)
+        atomic_write_json(tmp / "frontload_export.json", {"tokenizer_fingerprint": tokenizer.fingerprint, **meta})
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Export checkpoint ``ckpt_dir`` to ``out_dir`` (config.json, model.safetensors, tokenizer files)."""
+    from frontload.corpus.config import as_dict
+    from frontload.train.checkpoint import load_model
+
+    ckpt_dir = Path(ckpt_dir)
+    model, config, meta = load_model(ckpt_dir)
+    return export_model(
+        model,
+        config,
+        ckpt_dir / "tokenizer",
+        out_dir,
+        checkpoint=str(ckpt_dir),
+        phase=meta.get("phase"),
+        step=meta.get("step"),
+        model=as_dict(config),
+    )
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    out = export_hf(args.checkpoint, args.out)
+    print(json.dumps({"exported": str(out), "files": sorted(p.name for p in out.iterdir())}))
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register ``frontload export CKPT -o DIR``."""
+    p = subparsers.add_parser("export", help="export a checkpoint to Hugging Face Llama format (transformers, vLLM)")
+    p.add_argument("checkpoint", help="checkpoint folder (has meta.json)")
+    p.add_argument("-o", "--out", required=True, help="output folder; replaced when it exists")
+    p.set_defaults(func=_run_export)
