@@ -18,6 +18,7 @@ complete; the exported model's logits equal the Megatron model's within float ro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -127,10 +128,9 @@ def hf_config(config, tokenizer) -> dict[str, Any]:
 
 def _stop_ids(tokenizer) -> list[int]:
     ids = [int(tokenizer.eod_id)]
-    try:
+    # A tokenizer without the chat markers: EOD alone ends generation.
+    with contextlib.suppress(FrontloadError):
         ids.insert(0, int(tokenizer.token_id(END)))
-    except FrontloadError:
-        pass  # a tokenizer without the chat markers: EOD alone ends generation
     return ids
 
 

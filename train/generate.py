@@ -286,4 +286,3 @@ def sequence_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence
     logp = torch.log_softmax(logits[0].float(), dim=-1)
     start = len(prompt_ids)
     return [float(logp[start - 1 + i, t]) for i, t in enumerate(completion_ids)] if completion_ids else []
-
