@@ -1,0 +1,833 @@
+"""Mix schedules: which shard sets feed each phase and stage, in what share, for how many tokens.
+
+A :class:`MixSchedule` lists, per phase (``pretrain``, ``sft``, ``rl``), stages in order; each stage
+has a budget (tokens, samples or epochs) and a blend of shard sets. :func:`plan_mix` turns it into
+a :class:`MixPlan` with exact numbers taken from the shard manifests and ``.idx`` files: per stage
+and source the samples, tokens, share and repeats (epochs). :func:`build_phase_dataset` builds the
+training data of one phase from the plan with Megatron-core's ``BlendedMegatronDatasetBuilder``
+(``GPTDataset`` per shard prefix, ``BlendedDataset`` per stage) and concatenates the stages.
+
+Invariants:
+
+* Per stage, the sample counts per source are the ones Megatron's own blending index realises:
+  the plan runs Megatron's ``build_blending_indices`` on the same weights, and the build checks
+  the built index against the plan, so the plan printed before training is what training sees.
+* Each shard prefix is read as one **stream** per phase: a single ``GPTDataset`` whose length is
+  the prefix's total over all stages of the phase (so its document order and shuffle are fixed by
+  the plan and the seed alone), and stage *j* reads that stream from the sample where stage *j-1*
+  stopped. A source used in several stages therefore continues where it left off; it repeats a
+  document only after a whole epoch, never because a new stage restarted its order.
+* Resuming at global sample *k* is indexing at *k*. Megatron's usual pitfall, changing the blend
+  on resume and rebuilding one blended dataset from the resumed step (which silently loses or
+  repeats samples), cannot happen: every stage's dataset is sized from the plan up front, its
+  place in the global order is fixed, and nothing depends on when the process started.
+* The same plan and seed give the same samples, bit for bit; index caches live in ``cache_dir``
+  (Megatron's ``path_to_cache``) and a second build loads them instead of rebuilding.
+* SFT shard sets (manifest ``sft: true``) take the loss mask from their ``_mask`` indexed datasets,
+  read through the very same document/offset indices as the tokens, so loss falls only on the
+  tokens the shard builder marked (the responses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import warnings
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frontload.corpus.config import ConfigError, as_dict
+from frontload.corpus.errors import FrontloadError
+from frontload.corpus.fingerprint import atomic_write_json, fingerprint
+from frontload.corpus.manifest import Manifest, ManifestError
+
+PHASES = ("pretrain", "sft", "rl")
+PLAN_VERSION = 1
+DEFAULT_WARN_EPOCHS = 4.0
+
+
+class MixError(FrontloadError, ValueError):
+    """A schedule cannot be planned or built; the message names the phase, stage and source."""
+
+
+class MixWarning(UserWarning):
+    """A source is repeated more often than the warning threshold (but within its cap)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schedule (what the user writes)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class MixStage:
+    """One stage of a phase: a budget and a blend of shard sets.
+
+    Give the budget as exactly one of ``tokens``, ``samples`` or ``epochs`` with ``blend`` weights,
+    or give ``source_tokens`` (exact tokens per source; the budget is their sum) alone.
+    """
+
+    tokens: float | None = None  # token budget of the stage (rounded up to whole samples of seq_len)
+    samples: int | None = None  # sample budget of the stage (sequences of seq_len tokens)
+    epochs: float | None = None  # budget as passes over the blend's sources: epochs x their total tokens
+    blend: dict[str, float] = field(default_factory=dict)  # relative weight per shard set; normalised
+    source_tokens: dict[str, float] = field(default_factory=dict)  # exact tokens per shard set, instead of blend
+
+    def __post_init__(self) -> None:
+        if self.source_tokens:
+            if self.blend:
+                raise ConfigError("source_tokens", "give either blend (weights) or source_tokens (exact), not both")
+            if any(v is not None for v in (self.tokens, self.samples, self.epochs)):
+                raise ConfigError(
+                    "source_tokens", "the budget is the sum of source_tokens; drop tokens/samples/epochs"
+                )
+            weights, key = self.source_tokens, "source_tokens"
+        else:
+            if not self.blend:
+                raise ConfigError("blend", "a stage needs a blend of shard sets (or source_tokens)")
+            given = [k for k in ("tokens", "samples", "epochs") if getattr(self, k) is not None]
+            if len(given) != 1:
+                raise ConfigError("tokens", "give exactly one budget: tokens, samples or epochs")
+            if (getattr(self, given[0])) <= 0:
+                raise ConfigError(given[0], f"the budget must be positive, got {getattr(self, given[0])}")
+            weights, key = self.blend, "blend"
+        for source, w in weights.items():
+            if not isinstance(w, int | float) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+                raise ConfigError(f"{key}.{source}", f"must be a non-negative number, got {w!r}")
+        if not any(w > 0 for w in weights.values()):
+            raise ConfigError(key, f"all weights are zero: {weights}")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The blend's positive weights (relative or token counts), in the order written."""
+        raw = self.source_tokens or self.blend
+        return {s: float(w) for s, w in raw.items() if w > 0}
+
+
+@dataclass(kw_only=True)
+class MixSchedule:
+    """Mix schedule of a study arm: per phase a list of stages, plus per-source repeat caps."""
+
+    pretrain: list[MixStage] = field(default_factory=list)  # pretraining stages, in order
+    sft: list[MixStage] = field(default_factory=list)  # SFT stages, in order (shard sets with loss masks)
+    rl: list[MixStage] = field(default_factory=list)  # RL prompt stages, in order (optional)
+    repeat_caps: dict[str, float] = field(default_factory=dict)  # max epochs per source over the whole schedule
+    warn_epochs: float = DEFAULT_WARN_EPOCHS  # warn when a source without a cap is repeated more often
+
+    def __post_init__(self) -> None:
+        for phase in PHASES:
+            stages = getattr(self, phase)
+            for i, st in enumerate(stages):
+                if isinstance(st, Mapping):  # built in Python from plain tables
+                    stages[i] = MixStage(**st)
+        for source, cap in self.repeat_caps.items():
+            if cap <= 0:
+                raise ConfigError(f"repeat_caps.{source}", f"must be positive, got {cap}")
+        if self.warn_epochs <= 0:
+            raise ConfigError("warn_epochs", f"must be positive, got {self.warn_epochs}")
+        if not any(getattr(self, p) for p in PHASES):
+            raise ConfigError("pretrain", "the schedule has no stage in any phase")
+
+    def phases(self) -> dict[str, list[MixStage]]:
+        """The phases that have stages, in training order."""
+        return {p: getattr(self, p) for p in PHASES if getattr(self, p)}
+
+
+# --------------------------------------------------------------------------------------------
+# Shard sets (contract 3) as the plan sees them
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class ShardSetInfo:
+    """What the plan needs from one shard set: its manifest facts and per-prefix token counts."""
+
+    name: str
+    fingerprint: str
+    tokenizer_fingerprint: str
+    sft: bool
+    tokens: int
+    documents: int
+    eod_id: int
+    vocab_size: int
+    prefixes: list[str]  # relative to the shard set folder
+    mask_prefixes: list[str]
+    prefix_tokens: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _idx_tokens(prefix: Path) -> int:
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    # Sum while the dataset is alive: its sequence_lengths view dies with the mmap.
+    ds = IndexedDataset(str(prefix), mmap=True)
+    return int(ds.sequence_lengths.sum(dtype=np.int64))
+
+
+def read_shard_set(name: str, folder: str | os.PathLike, *, where: str = "") -> ShardSetInfo:
+    """Read a shard set's manifest and ``.idx`` files; errors name ``where`` (phase/stage), source and file."""
+    folder = Path(folder)
+    at = f"{where}: source {name!r}" if where else f"source {name!r}"
+    try:
+        m = Manifest.read(folder, kind="shards")
+    except ManifestError as e:
+        raise MixError(f"{at}: {e}") from None
+    ex = m.extra
+    missing = [k for k in ("tokenizer_fingerprint", "prefixes", "eod_id", "vocab_size") if k not in ex]
+    if missing:
+        raise MixError(f"{at}: {folder / 'manifest.json'} lacks field {missing[0]!r}")
+    sft = bool(ex.get("sft", False))
+    prefixes = list(ex["prefixes"])
+    mask_prefixes = list(ex.get("mask_prefixes") or [])
+    if sft and len(mask_prefixes) != len(prefixes):
+        raise MixError(
+            f"{at}: {folder / 'manifest.json'} is an SFT shard set with {len(prefixes)} prefixes "
+            f"but {len(mask_prefixes)} mask_prefixes"
+        )
+    prefix_tokens = []
+    for rel in prefixes:
+        p = folder / rel
+        for suffix in (".bin", ".idx"):
+            if not p.with_name(p.name + suffix).exists():
+                raise MixError(f"{at}: shard file {p}{suffix} is missing")
+        prefix_tokens.append(_idx_tokens(p))
+    for rel in mask_prefixes:
+        p = folder / rel
+        for suffix in (".bin", ".idx"):
+            if not p.with_name(p.name + suffix).exists():
+                raise MixError(f"{at}: mask file {p}{suffix} is missing")
+    total = sum(prefix_tokens)
+    if "tokens" in m.counts and int(m.counts["tokens"]) != total:
+        raise MixError(
+            f"{at}: {folder / 'manifest.json'} counts.tokens = {m.counts['tokens']} but its .idx files hold {total}"
+        )
+    if total == 0:
+        raise MixError(f"{at}: shard set {folder} holds no tokens")
+    return ShardSetInfo(
+        name=name,
+        fingerprint=m.fingerprint,
+        tokenizer_fingerprint=str(ex["tokenizer_fingerprint"]),
+        sft=sft,
+        tokens=total,
+        documents=int(m.counts.get("documents", 0)),
+        eod_id=int(ex["eod_id"]),
+        vocab_size=int(ex["vocab_size"]),
+        prefixes=prefixes,
+        mask_prefixes=mask_prefixes,
+        prefix_tokens=prefix_tokens,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class SourcePlan:
+    """One source within one stage: its weight, realised samples/tokens/share, and repeats."""
+
+    weight: float  # normalised weight asked for
+    samples: int  # sequences drawn from this source in the stage (exact)
+    tokens: int  # samples * seq_len
+    share: float  # samples / stage samples
+    epochs: float  # passes over the source within this stage
+    cumulative_epochs: float  # passes over the source up to the end of this stage (whole schedule)
+    stream_offset: list[int]  # per prefix: first stream sample this stage reads
+    prefix_samples: list[int]  # per prefix: samples this stage reads
+
+
+@dataclass(kw_only=True)
+class StagePlan:
+    """One stage: its place in the phase's global sample order and its sources."""
+
+    index: int
+    start_sample: int  # global sample index of the stage's first sample within the phase
+    samples: int
+    tokens: int
+    sources: dict[str, SourcePlan]
+
+
+@dataclass(kw_only=True)
+class PhasePlan:
+    """All stages of one phase, the per-prefix stream lengths, and the phase's fingerprint."""
+
+    phase: str
+    seed: int  # Megatron random_seed used by every GPTDataset of this phase
+    seq_len: int
+    fingerprint: str
+    samples: int
+    tokens: int
+    stages: list[StagePlan]
+    stream_samples: dict[str, list[int]]  # per source, per prefix: length of its stream over the phase
+    sources: dict[str, ShardSetInfo]
+
+    def stage_of(self, k: int) -> int:
+        """Index of the stage that holds global sample ``k``."""
+        starts = [s.start_sample for s in self.stages]
+        return bisect_right(starts, k) - 1
+
+
+@dataclass(kw_only=True)
+class MixPlan:
+    """Plan of a whole schedule: phases in training order, with exact numbers; JSON for analysis."""
+
+    fingerprint: str
+    seq_len: int
+    seed: int
+    tokenizer_fingerprint: str
+    phases: dict[str, PhasePlan]
+    schedule: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def phase(self, name: str | None = None) -> PhasePlan:
+        """The plan of phase ``name`` (may be omitted when the plan has one phase)."""
+        if name is None:
+            if len(self.phases) != 1:
+                raise MixError(f"the plan has phases {list(self.phases)}; name one")
+            return next(iter(self.phases.values()))
+        if name not in self.phases:
+            raise MixError(f"phase {name!r} is not in the plan (it has {list(self.phases)})")
+        return self.phases[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data; :meth:`from_dict` reads it back."""
+        return {"plan_version": PLAN_VERSION, **as_dict(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MixPlan:
+        """Rebuild a plan written by :meth:`to_dict`."""
+        if d.get("plan_version") != PLAN_VERSION:
+            raise MixError(f"unknown mix plan version {d.get('plan_version')!r} (this frontload reads {PLAN_VERSION})")
+        phases = {}
+        # JSON sorts keys; training order is the PHASES order.
+        for name, p in sorted(d["phases"].items(), key=lambda kv: PHASES.index(kv[0])):
+            stages = [
+                StagePlan(**{**s, "sources": {k: SourcePlan(**v) for k, v in s["sources"].items()}})
+                for s in p["stages"]
+            ]
+            sources = {k: ShardSetInfo(**v) for k, v in p["sources"].items()}
+            phases[name] = PhasePlan(**{**p, "stages": stages, "sources": sources})
+        rest = {k: v for k, v in d.items() if k not in ("phases", "plan_version")}
+        return cls(**rest, phases=phases)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the plan as JSON (atomically)."""
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> MixPlan:
+        """Read a plan written by :meth:`write`."""
+        import json
+
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise MixError(f"{path}: not a readable mix plan: {e}") from None
+
+    def format_table(self) -> str:
+        """A readable table: per phase, stage and source the share, samples, tokens and repeats."""
+        head = ("phase", "stage", "source", "weight", "share", "samples", "tokens", "epochs", "total ep.")
+        rows = []
+        for name, ph in self.phases.items():
+            for st in ph.stages:
+                for src, sp in st.sources.items():
+                    rows.append(
+                        (
+                            name,
+                            str(st.index),
+                            src,
+                            f"{sp.weight:.3f}",
+                            f"{sp.share:.3f}",
+                            f"{sp.samples:,}",
+                            _human(sp.tokens),
+                            f"{sp.epochs:.2f}",
+                            f"{sp.cumulative_epochs:.2f}",
+                        )
+                    )
+                rows.append(
+                    (name, str(st.index), "(stage)", "", "1.000", f"{st.samples:,}", _human(st.tokens), "", "")
+                )
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        right = {3, 4, 5, 6, 7, 8}
+
+        def fmt(r: Sequence[str]) -> str:
+            return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+        lines = [
+            f"mix plan {self.fingerprint}  seq_len={self.seq_len}  seed={self.seed}  "
+            f"tokenizer={self.tokenizer_fingerprint}",
+            fmt(head),
+            fmt(["-" * w for w in widths]),
+        ]
+        lines += [fmt(r) for r in rows]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _normalize(weights: Sequence[float]) -> list[float]:
+    # Megatron normalises the weights twice (BlendedMegatronDatasetBuilder, then BlendedDataset);
+    # doing the same gives the exact floats its blending index is built from.
+    from megatron.core.datasets.utils import normalize
+
+    return normalize(normalize(list(weights)))
+
+
+def blending_counts(weights: Sequence[float], size: int, *, prefix: int | None = None) -> np.ndarray:
+    """Samples per dataset among the first ``prefix`` (default all) of the ``size`` samples that
+    Megatron's ``BlendedDataset`` draws for these weights."""
+    from megatron.core.datasets import helpers
+
+    if size == 0:
+        return np.zeros(len(weights), dtype=np.int64)
+    dataset_index = np.zeros(size, dtype=np.int16)
+    dataset_sample_index = np.zeros(size, dtype=np.int64)
+    helpers.build_blending_indices(dataset_index, dataset_sample_index, _normalize(weights), len(weights), size, False)
+    return np.bincount(dataset_index[:prefix], minlength=len(weights)).astype(np.int64)
+
+
+def megatron_blend_size(weights: Sequence[float], samples: int) -> int:
+    """Length of the ``BlendedDataset`` Megatron's builder makes when asked for ``samples``: the sum
+    of each dataset's rounded-up share, a few samples more than asked; we read only the first ones."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import _get_size_per_split_per_dataset
+    from megatron.core.datasets.utils import normalize
+
+    return sum(s[0] for s in _get_size_per_split_per_dataset(normalize(list(weights)), [samples, 0, 0], 0.0))
+
+
+def _prefix_blend(
+    weights: Mapping[str, float], infos: Mapping[str, ShardSetInfo]
+) -> tuple[list[tuple[str, int]], list[float]]:
+    """Spread each source's normalised weight over its prefixes by their token counts, so every
+    token of a source is equally likely whichever shard file holds it."""
+    owners, flat = [], []
+    for source, w in weights.items():
+        info = infos[source]
+        for j, pt in enumerate(info.prefix_tokens):
+            if pt > 0:
+                owners.append((source, j))
+                flat.append(w * pt / info.tokens)
+    return owners, flat
+
+
+def _stage_samples(stage: MixStage, infos: Mapping[str, ShardSetInfo], seq_len: int) -> int:
+    if stage.samples is not None:
+        return stage.samples
+    if stage.tokens is not None:
+        return math.ceil(stage.tokens / seq_len)
+    if stage.epochs is not None:
+        return math.ceil(stage.epochs * sum(infos[s].tokens for s in stage.weights) / seq_len)
+    return math.ceil(sum(stage.source_tokens.values()) / seq_len)
+
+
+def _phase_seed(seed: int, phase: str) -> int:
+    # Distinct per phase so a source used in pretraining and SFT is not read in the same order.
+    return int(fingerprint("mix-seed", seed, phase), 16) % (2**31 - 1)
+
+
+def plan_mix(
+    schedule: MixSchedule | Sequence[MixStage],
+    shard_dirs: Mapping[str, str | os.PathLike],
+    *,
+    seq_len: int,
+    seed: int,
+    phase: str = "pretrain",
+) -> MixPlan:
+    """Plan a schedule (or one phase's list of stages, named by ``phase``) against its shard sets.
+
+    Errors name the phase, stage and source: a shard set that is missing or unreadable, shard sets
+    with different tokenizer fingerprints, or a source repeated beyond its cap.
+    """
+    if not isinstance(schedule, MixSchedule):
+        if phase not in PHASES:
+            raise MixError(f"unknown phase {phase!r} (phases: {', '.join(PHASES)})")
+        schedule = MixSchedule(**{phase: list(schedule)})
+    if seq_len <= 0:
+        raise MixError(f"seq_len must be positive, got {seq_len}")
+
+    infos: dict[str, ShardSetInfo] = {}
+    first_user: dict[str, str] = {}
+    for ph, stages in schedule.phases().items():
+        for i, stage in enumerate(stages):
+            where = f"{ph}[{i}]"
+            for source in stage.weights:
+                if source in infos:
+                    continue
+                if source not in shard_dirs:
+                    known = ", ".join(sorted(shard_dirs)) or "none"
+                    raise MixError(f"{where}: source {source!r} has no shard set (shard sets given: {known})")
+                infos[source] = read_shard_set(source, shard_dirs[source], where=where)
+                first_user[source] = where
+    tok_fps = {info.tokenizer_fingerprint for info in infos.values()}
+    if len(tok_fps) > 1:
+        ref_name = next(iter(infos))
+        ref = infos[ref_name]
+        for name, info in infos.items():
+            if info.tokenizer_fingerprint != ref.tokenizer_fingerprint:
+                raise MixError(
+                    f"{first_user[name]}: source {name!r} was tokenized with tokenizer "
+                    f"{info.tokenizer_fingerprint}, but source {ref_name!r} with {ref.tokenizer_fingerprint}; "
+                    "rebuild its shards with the study's tokenizer"
+                )
+    for name, info in infos.items():
+        if info.eod_id != infos[next(iter(infos))].eod_id:
+            raise MixError(f"{first_user[name]}: source {name!r} has eod_id {info.eod_id}, unlike the others")
+
+    plan_warnings: list[str] = []
+    consumed_epochs: dict[str, float] = {}
+    phases: dict[str, PhasePlan] = {}
+    for ph, stages in schedule.phases().items():
+        phase_sources = {s: infos[s] for st in stages for s in st.weights}
+        offsets = {s: [0] * len(infos[s].prefixes) for s in phase_sources}
+        need = {s: [0] * len(infos[s].prefixes) for s in phase_sources}
+        stage_plans = []
+        start = 0
+        for i, stage in enumerate(stages):
+            where = f"{ph}[{i}]"
+            n = _stage_samples(stage, infos, seq_len)
+            if n <= 0:
+                raise MixError(f"{where}: the budget gives no sample of seq_len {seq_len}")
+            # Sources in name order: the blend (and so the sample order) must not depend on how
+            # the table was written or on a JSON round trip of the plan.
+            weights = dict(sorted(stage.weights.items()))
+            total_w = sum(weights.values())
+            norm = {s: w / total_w for s, w in weights.items()}
+            owners, flat = _prefix_blend(norm, infos)
+            counts = blending_counts(flat, n)
+            # The built BlendedDataset is a little longer than n and its tail also reads from each
+            # prefix's stream; the stream must be long enough for it, though training never reads it.
+            full = blending_counts(flat, megatron_blend_size(flat, n))
+            for (source, j), c in zip(owners, full):
+                need[source][j] = max(need[source][j], offsets[source][j] + int(c))
+            sources = {}
+            for source in weights:
+                info = infos[source]
+                prefix_samples = [0] * len(info.prefixes)
+                for (src, j), c in zip(owners, counts):
+                    if src == source:
+                        prefix_samples[j] = int(c)
+                samples = sum(prefix_samples)
+                epochs = samples * seq_len / info.tokens
+                cum = consumed_epochs.get(source, 0.0) + epochs
+                consumed_epochs[source] = cum
+                cap = schedule.repeat_caps.get(source)
+                if cap is not None and cum > cap + 1e-9:
+                    raise MixError(
+                        f"{where}: source {source!r} would be read {cum:.2f} times over by the end of this stage, "
+                        f"beyond its repeat cap of {cap:g} epochs ({info.tokens:,} tokens in its shard set); "
+                        "lower the budget or its weight, raise repeat_caps, or add data"
+                    )
+                # An explicit cap is the user's decision on repeats; without one, warn once per source.
+                over = cap is None and cum > schedule.warn_epochs
+                if over and not any(f"source {source!r} is repeated" in m for m in plan_warnings):
+                    msg = (
+                        f"{where}: source {source!r} is repeated {cum:.2f} epochs by the end of this stage "
+                        f"(more than {schedule.warn_epochs:g}); set repeat_caps.{source} to accept or forbid this"
+                    )
+                    plan_warnings.append(msg)
+                    warnings.warn(msg, MixWarning, stacklevel=2)
+                sources[source] = SourcePlan(
+                    weight=norm[source],
+                    samples=samples,
+                    tokens=samples * seq_len,
+                    share=samples / n,
+                    epochs=epochs,
+                    cumulative_epochs=cum,
+                    stream_offset=list(offsets[source]),
+                    prefix_samples=prefix_samples,
+                )
+                offsets[source] = [o + c for o, c in zip(offsets[source], prefix_samples)]
+            stage_plans.append(StagePlan(index=i, start_sample=start, samples=n, tokens=n * seq_len, sources=sources))
+            start += n
+        phase_seed = _phase_seed(seed, ph)
+        phase_fp = fingerprint(
+            "mix-phase",
+            PLAN_VERSION,
+            ph,
+            as_dict(stages),
+            {s: phase_sources[s].fingerprint for s in sorted(phase_sources)},
+            seq_len,
+            phase_seed,
+        )
+        phases[ph] = PhasePlan(
+            phase=ph,
+            seed=phase_seed,
+            seq_len=seq_len,
+            fingerprint=phase_fp,
+            samples=start,
+            tokens=start * seq_len,
+            stages=stage_plans,
+            stream_samples={s: [max(a, b) for a, b in zip(offsets[s], need[s])] for s in phase_sources},
+            sources=phase_sources,
+        )
+    plan_fp = fingerprint(
+        "mix-plan", PLAN_VERSION, {p: v.fingerprint for p, v in phases.items()}, as_dict(schedule.repeat_caps)
+    )
+    return MixPlan(
+        fingerprint=plan_fp,
+        seq_len=seq_len,
+        seed=seed,
+        tokenizer_fingerprint=next(iter(tok_fps)),
+        phases=phases,
+        schedule=as_dict(schedule),
+        warnings=plan_warnings,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets (Megatron-core)
+# --------------------------------------------------------------------------------------------
+
+
+class _ShardTokenizer:
+    """The little a GPTDatasetConfig needs from a tokenizer: eod, vocab size and a cache identity."""
+
+    def __init__(self, eod: int, vocab_size: int, fingerprint_: str) -> None:
+        self.eod = eod
+        self.vocab_size = vocab_size
+        self.unique_identifiers = {"class": "frontload.corpus.tokenizer", "fingerprint": fingerprint_}
+
+
+class _MaskedIndexedDataset:
+    """Tokens and their loss mask read as one: ``get`` packs ``token | mask << 32`` into int64.
+
+    Megatron's ``GPTDataset`` then slices tokens and mask with one and the same document/offset
+    query, which is what keeps them aligned.
+    """
+
+    def __init__(self, tokens, mask, path_prefix: str) -> None:
+        self.tokens = tokens
+        self.mask = mask
+        self.path_prefix = path_prefix
+        self.sequence_lengths = tokens.sequence_lengths
+        self.document_indices = tokens.document_indices
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def get(self, idx: int, offset: int = 0, length: int | None = None) -> np.ndarray:
+        t = self.tokens.get(idx, offset=offset, length=length).astype(np.int64)
+        m = self.mask.get(idx, offset=offset, length=length).astype(np.int64)
+        return t | (m << 32)
+
+
+def _dataset_classes():
+    """Megatron-dependent classes, defined on first use so importing this module stays light."""
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    import torch
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    @dataclass
+    class StreamDatasetConfig(GPTDatasetConfig):
+        """GPTDatasetConfig plus each prefix's stream length and this stage's offset into it."""
+
+        stream_samples: dict = field(default_factory=dict)  # prefix path -> samples over the phase
+        stream_offsets: dict = field(default_factory=dict)  # prefix path -> first stream sample of the stage
+        mask_prefixes: dict = field(default_factory=dict)  # prefix path -> its _mask prefix (SFT sets)
+
+    class StreamGPTDataset(GPTDataset):
+        """A ``GPTDataset`` over a prefix's whole-phase stream, exposed from this stage's offset on.
+
+        Megatron sizes a mid-level dataset from the stage alone; here its length is the prefix's
+        total over the phase, so the document order and shuffle are the same in every stage (one
+        cache) and each stage continues where the previous one stopped.
+        """
+
+        def __init__(self, indexed_dataset, dataset_path, indexed_indices, num_samples, index_split, config):
+            stream = int(config.stream_samples[dataset_path])
+            self.offset = int(config.stream_offsets[dataset_path])
+            self.masked = isinstance(indexed_dataset, _MaskedIndexedDataset)
+            super().__init__(indexed_dataset, dataset_path, indexed_indices, stream, index_split, config)
+
+        @staticmethod
+        def build_low_level_dataset(dataset_path: str, config):
+            tokens = IndexedDataset(dataset_path, mmap=config.mmap_bin_files)
+            mask_prefix = config.mask_prefixes.get(dataset_path)
+            if mask_prefix is None:
+                return tokens
+            mask = IndexedDataset(mask_prefix, mmap=config.mmap_bin_files)
+            if not np.array_equal(mask.sequence_lengths, tokens.sequence_lengths):
+                raise MixError(f"{mask_prefix}.idx: loss-mask document lengths differ from {dataset_path}.idx")
+            return _MaskedIndexedDataset(tokens, mask, dataset_path)
+
+        def __len__(self) -> int:
+            return super().__len__() - self.offset
+
+        def __getitem__(self, idx):
+            k = idx + self.offset
+            if not self.masked:
+                return super().__getitem__(k)
+            packed, _ = self._query_document_sample_shuffle_indices(k)
+            packed = torch.from_numpy(packed)
+            pad = packed < 0  # GPTDataset pads with a negative id past a final partial sequence
+            text = torch.where(pad, 0, packed & 0xFFFFFFFF)
+            mask = torch.where(pad, 0, (packed >> 32) & 1).float()
+            return {
+                "tokens": text[:-1].contiguous(),
+                "labels": text[1:].contiguous(),
+                # The loss at position i predicts token i+1, so it takes that token's mask.
+                "loss_mask": mask[1:].contiguous(),
+                "position_ids": torch.arange(self.config.sequence_length, dtype=torch.long),
+            }
+
+    _CLASSES = (StreamDatasetConfig, StreamGPTDataset)
+    return _CLASSES
+
+
+_CLASSES = None
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[None]:
+    """Megatron's dataset builders ask torch.distributed for the rank; outside a distributed run
+    give them a one-process gloo group for the duration of the build."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+class PhaseDataset:
+    """The training samples of one phase: stage datasets (Megatron ``BlendedDataset``) in order.
+
+    ``ds[k]`` is global sample ``k`` of the phase: ``tokens``, ``labels``, ``loss_mask``,
+    ``position_ids`` (tensors of seq_len), ``source`` (shard set name) and ``stage`` (index).
+    """
+
+    def __init__(self, plan: PhasePlan, stages: list[Any], stage_sources: list[list[str]]) -> None:
+        self.plan = plan
+        self.stages = stages
+        self._stage_sources = stage_sources
+        self._starts = [s.start_sample for s in plan.stages]
+
+    @property
+    def fingerprint(self) -> str:
+        """The phase plan's fingerprint (what checkpoints record as mix_plan_fingerprint)."""
+        return self.plan.fingerprint
+
+    @property
+    def seq_len(self) -> int:
+        return self.plan.seq_len
+
+    def __len__(self) -> int:
+        return self.plan.samples
+
+    def stage_of(self, k: int) -> int:
+        """Index of the stage that holds global sample ``k``."""
+        return bisect_right(self._starts, k) - 1
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        k = int(k)
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(f"sample {k} is outside the phase's {len(self)} samples")
+        s = self.stage_of(k)
+        item = self.stages[s][k - self._starts[s]]
+        dataset_id = int(item.pop("dataset_id"))
+        item.pop("attention_mask", None)
+        item["loss_mask"] = item["loss_mask"].float()
+        item["source"] = self._stage_sources[s][dataset_id]
+        item["stage"] = s
+        return item
+
+
+def build_phase_dataset(
+    plan: MixPlan | PhasePlan,
+    shard_dirs: Mapping[str, str | os.PathLike],
+    cache_dir: str | os.PathLike,
+    *,
+    phase: str | None = None,
+) -> PhaseDataset:
+    """Build the phase's datasets with Megatron-core's ``BlendedMegatronDatasetBuilder``.
+
+    Index caches go to ``cache_dir``; a second build with the same plan loads them. The shard
+    sets must be the ones planned (same manifest fingerprints), or the error names the source.
+    """
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from tqdm import tqdm
+
+    ph = plan.phase(phase) if isinstance(plan, MixPlan) else plan
+    config_cls, dataset_cls = _dataset_classes()
+    prefix_path: dict[tuple[str, int], str] = {}
+    mask_prefixes: dict[str, str] = {}
+    stream_samples: dict[str, int] = {}
+    for source, planned in ph.sources.items():
+        if source not in shard_dirs:
+            raise MixError(f"{ph.phase}: source {source!r} has no shard set (shard sets given: {sorted(shard_dirs)})")
+        folder = Path(shard_dirs[source])
+        info = read_shard_set(source, folder, where=ph.phase)
+        if info.fingerprint != planned.fingerprint or info.prefix_tokens != planned.prefix_tokens:
+            raise MixError(
+                f"{ph.phase}: source {source!r}: shard set {folder} changed since the plan was made "
+                f"(fingerprint {info.fingerprint}, planned {planned.fingerprint}); plan again"
+            )
+        for j, rel in enumerate(info.prefixes):
+            path = str((folder / rel).resolve())
+            prefix_path[(source, j)] = path
+            stream_samples[path] = ph.stream_samples[source][j]
+            if info.sft:
+                mask_prefixes[path] = str((folder / info.mask_prefixes[j]).resolve())
+    first = next(iter(ph.sources.values()))
+    tokenizer = _ShardTokenizer(first.eod_id, first.vocab_size, first.tokenizer_fingerprint)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+
+    built, stage_sources = [], []
+    with _process_group():
+        for st in tqdm(ph.stages, desc=f"{ph.phase} mix datasets", unit="stage", disable=len(ph.stages) < 2):
+            pairs, weights = _prefix_blend({s: sp.weight for s, sp in st.sources.items()}, ph.sources)
+            paths = [prefix_path[p] for p in pairs]
+            owners = [source for source, _ in pairs]
+            offsets = {prefix_path[(s, j)]: st.sources[s].stream_offset[j] for s, j in pairs}
+            planned = [st.sources[s].prefix_samples[j] for s, j in pairs]
+            config = config_cls(
+                random_seed=ph.seed,
+                sequence_length=ph.seq_len,
+                blend=(paths, weights),
+                split="1,0,0",
+                path_to_cache=str(cache_dir),
+                tokenizer=tokenizer,
+                reset_position_ids=False,
+                reset_attention_mask=False,
+                eod_mask_loss=False,
+                create_attention_mask=False,
+                mid_level_dataset_surplus=0.0,
+                stream_samples=stream_samples,
+                stream_offsets=offsets,
+                mask_prefixes=mask_prefixes,
+            )
+            dataset = BlendedMegatronDatasetBuilder(dataset_cls, [st.samples, 0, 0], lambda: True, config).build()[0]
+            got = np.bincount(np.asarray(dataset.dataset_index[: st.samples]), minlength=len(paths))
+            if got.tolist() != planned or len(dataset) < st.samples:
+                raise MixError(
+                    f"{ph.phase}[{st.index}]: Megatron's blended index draws {got.tolist()} samples per prefix, "
+                    f"the plan {planned}; plan again with this megatron-core"
+                )
+            built.append(dataset)
+            stage_sources.append(owners)
+    return PhaseDataset(ph, built, stage_sources)
