@@ -157,9 +157,12 @@ def _scan(ws: Path, errors: list[str]) -> _Scan:
                 run_dirs.append(here)
         if "manifest.json" in files:
             manifest = _read_json(here / "manifest.json", errors)
-            if manifest is not None and manifest.get("kind") in ("corpus", "shards"):
-                if _check_version(here / "manifest.json", manifest, errors, required=True):
-                    found.manifests.append((here, manifest))
+            if (
+                manifest is not None
+                and manifest.get("kind") in ("corpus", "shards")
+                and _check_version(here / "manifest.json", manifest, errors, required=True)
+            ):
+                found.manifests.append((here, manifest))
         if "plan.json" in files:
             found.plans.append(here / "plan.json")
         if (here / "events").is_dir():

@@ -88,7 +88,8 @@ def execute_read(con, sql: str):
             con.execute(stmt)
         return con.sql(statements[-1])
     except duckdb.Error as e:
-        raise StoreError(str(e).strip().splitlines()[0] if str(e).strip() else repr(e)) from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise StoreError(" ".join(lines[:2]) or repr(e)) from e
 
 
 def query(workspace: str | os.PathLike, sql: str):
