@@ -30,13 +30,12 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import warnings
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -595,123 +594,6 @@ def plan_mix(
 # --------------------------------------------------------------------------------------------
 
 
-class _ShardTokenizer:
-    """The little a GPTDatasetConfig needs from a tokenizer: eod, vocab size and a cache identity."""
-
-    def __init__(self, eod: int, vocab_size: int, fingerprint_: str) -> None:
-        self.eod = eod
-        self.vocab_size = vocab_size
-        self.unique_identifiers = {"class": "frontload.corpus.tokenizer", "fingerprint": fingerprint_}
-
-
-class _MaskedIndexedDataset:
-    """Tokens and their loss mask read as one: ``get`` packs ``token | mask << 32`` into int64.
-
-    Megatron's ``GPTDataset`` then slices tokens and mask with one and the same document/offset
-    query, which is what keeps them aligned.
-    """
-
-    def __init__(self, tokens, mask, path_prefix: str) -> None:
-        self.tokens = tokens
-        self.mask = mask
-        self.path_prefix = path_prefix
-        self.sequence_lengths = tokens.sequence_lengths
-        self.document_indices = tokens.document_indices
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def get(self, idx: int, offset: int = 0, length: int | None = None) -> np.ndarray:
-        t = self.tokens.get(idx, offset=offset, length=length).astype(np.int64)
-        m = self.mask.get(idx, offset=offset, length=length).astype(np.int64)
-        return t | (m << 32)
-
-
-def _dataset_classes():
-    """Megatron-dependent classes, defined on first use so importing this module stays light."""
-    global _CLASSES
-    if _CLASSES is not None:
-        return _CLASSES
-    import torch
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    @dataclass
-    class StreamDatasetConfig(GPTDatasetConfig):
-        """GPTDatasetConfig plus each prefix's stream length and this stage's offset into it."""
-
-        stream_samples: dict = field(default_factory=dict)  # prefix path -> samples over the phase
-        stream_offsets: dict = field(default_factory=dict)  # prefix path -> first stream sample of the stage
-        mask_prefixes: dict = field(default_factory=dict)  # prefix path -> its _mask prefix (SFT sets)
-
-    class StreamGPTDataset(GPTDataset):
-        """A ``GPTDataset`` over a prefix's whole-phase stream, exposed from this stage's offset on.
-
-        Megatron sizes a mid-level dataset from the stage alone; here its length is the prefix's
-        total over the phase, so the document order and shuffle are the same in every stage (one
-        cache) and each stage continues where the previous one stopped.
-        """
-
-        def __init__(self, indexed_dataset, dataset_path, indexed_indices, num_samples, index_split, config):
-            stream = int(config.stream_samples[dataset_path])
-            self.offset = int(config.stream_offsets[dataset_path])
-            self.masked = isinstance(indexed_dataset, _MaskedIndexedDataset)
-            super().__init__(indexed_dataset, dataset_path, indexed_indices, stream, index_split, config)
-
-        @staticmethod
-        def build_low_level_dataset(dataset_path: str, config):
-            tokens = IndexedDataset(dataset_path, mmap=config.mmap_bin_files)
-            mask_prefix = config.mask_prefixes.get(dataset_path)
-            if mask_prefix is None:
-                return tokens
-            mask = IndexedDataset(mask_prefix, mmap=config.mmap_bin_files)
-            if not np.array_equal(mask.sequence_lengths, tokens.sequence_lengths):
-                raise MixError(f"{mask_prefix}.idx: loss-mask document lengths differ from {dataset_path}.idx")
-            return _MaskedIndexedDataset(tokens, mask, dataset_path)
-
-        def __len__(self) -> int:
-            return super().__len__() - self.offset
-
-        def __getitem__(self, idx):
-            k = idx + self.offset
-            if not self.masked:
-                return super().__getitem__(k)
-            packed, _ = self._query_document_sample_shuffle_indices(k)
-            packed = torch.from_numpy(packed)
-            pad = packed < 0  # GPTDataset pads with a negative id past a final partial sequence
-            text = torch.where(pad, 0, packed & 0xFFFFFFFF)
-            mask = torch.where(pad, 0, (packed >> 32) & 1).float()
-            return {
-                "tokens": text[:-1].contiguous(),
-                "labels": text[1:].contiguous(),
-                # The loss at position i predicts token i+1, so it takes that token's mask.
-                "loss_mask": mask[1:].contiguous(),
-                "position_ids": torch.arange(self.config.sequence_length, dtype=torch.long),
-            }
-
-    _CLASSES = (StreamDatasetConfig, StreamGPTDataset)
-    return _CLASSES
-
-
-_CLASSES = None
-
-
-@contextlib.contextmanager
-def _process_group() -> Iterator[None]:
-    """Megatron's dataset builders ask torch.distributed for the rank; outside a distributed run
-    give them a one-process gloo group for the duration of the build."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 class PhaseDataset:
     """The training samples of one phase: stage datasets (Megatron ``BlendedDataset``) in order.
 
@@ -772,8 +654,9 @@ def build_phase_dataset(
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from tqdm import tqdm
 
+    from frontload.corpus.mix_data import ShardTokenizer, StreamDatasetConfig, StreamGPTDataset, process_group
+
     ph = plan.phase(phase) if isinstance(plan, MixPlan) else plan
-    config_cls, dataset_cls = _dataset_classes()
     prefix_path: dict[tuple[str, int], str] = {}
     mask_prefixes: dict[str, str] = {}
     stream_samples: dict[str, int] = {}
@@ -794,18 +677,18 @@ def build_phase_dataset(
             if info.sft:
                 mask_prefixes[path] = str((folder / info.mask_prefixes[j]).resolve())
     first = next(iter(ph.sources.values()))
-    tokenizer = _ShardTokenizer(first.eod_id, first.vocab_size, first.tokenizer_fingerprint)
+    tokenizer = ShardTokenizer(first.eod_id, first.vocab_size, first.tokenizer_fingerprint)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
 
     built, stage_sources = [], []
-    with _process_group():
+    with process_group():
         for st in tqdm(ph.stages, desc=f"{ph.phase} mix datasets", unit="stage", disable=len(ph.stages) < 2):
             pairs, weights = _prefix_blend({s: sp.weight for s, sp in st.sources.items()}, ph.sources)
             paths = [prefix_path[p] for p in pairs]
             owners = [source for source, _ in pairs]
             offsets = {prefix_path[(s, j)]: st.sources[s].stream_offset[j] for s, j in pairs}
             planned = [st.sources[s].prefix_samples[j] for s, j in pairs]
-            config = config_cls(
+            config = StreamDatasetConfig(
                 random_seed=ph.seed,
                 sequence_length=ph.seq_len,
                 blend=(paths, weights),
@@ -821,7 +704,9 @@ def build_phase_dataset(
                 stream_offsets=offsets,
                 mask_prefixes=mask_prefixes,
             )
-            dataset = BlendedMegatronDatasetBuilder(dataset_cls, [st.samples, 0, 0], lambda: True, config).build()[0]
+            dataset = BlendedMegatronDatasetBuilder(
+                StreamGPTDataset, [st.samples, 0, 0], lambda: True, config
+            ).build()[0]
             got = np.bincount(np.asarray(dataset.dataset_index[: st.samples]), minlength=len(paths))
             if got.tolist() != planned or len(dataset) < st.samples:
                 raise MixError(

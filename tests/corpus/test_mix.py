@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import tomllib
 
 import pytest
@@ -216,3 +217,19 @@ def test_schedule_from_toml_and_its_errors():
         from_mapping(MixSchedule, zero, where="[mix]")
     with pytest.raises(ConfigError, match=r"pretrain\[0\]\.tokens: give exactly one budget"):
         from_mapping(MixSchedule, {"pretrain": [{"tokens": 1e6, "samples": 10, "blend": {"web": 1}}]}, where="[mix]")
+
+
+def test_stage_mixing_sft_and_plain_text_pickles_for_workers(shards, tmp_path):
+    docs, masks = sft_docs(200, seed=4)
+    dirs = {"web": shards["web"], "chat": write_shard_set(tmp_path / "chat", docs, masks=masks)}
+    plan = plan_mix([MixStage(tokens=8000, blend={"web": 1.0, "chat": 1.0})], dirs, seq_len=SEQ, seed=2)
+    ds = build_phase_dataset(plan, dirs, tmp_path / "cache")
+    copy = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker started with spawn receives
+    kinds = set()
+    for k in range(len(ds)):
+        a, b = ds[k], copy[k]
+        assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["loss_mask"], b["loss_mask"])
+        kinds.add(a["source"])
+        if a["source"] == "web":
+            assert bool((a["loss_mask"] == 1).all())  # plain text: loss on every token
+    assert kinds == {"web", "chat"}

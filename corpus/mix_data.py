@@ -1,0 +1,131 @@
+"""Megatron-core dataset classes behind :func:`frontload.corpus.mix.build_phase_dataset`.
+
+Kept apart from ``mix.py`` so that planning a mix (and importing the schedule types) does not
+import Megatron. Everything here is a small extension of Megatron-core's own classes:
+
+* :class:`StreamGPTDataset` is a ``GPTDataset`` whose length is a shard prefix's total over a
+  whole phase (the *stream*), read from a per-stage offset; its document order, sample index and
+  shuffle therefore depend only on the plan and the seed, and all stages share one index cache.
+* :class:`MaskedIndexedDataset` reads an SFT prefix's tokens and its ``_mask`` loss mask as one
+  int64 stream (``token | mask << 32``), so ``GPTDataset``'s own document/offset query slices
+  both identically.
+
+Classes are module-level so datasets pickle into ``DataLoader`` workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+from frontload.corpus.mix import MixError
+
+MASK_SHIFT = 32
+TOKEN_BITS = (1 << MASK_SHIFT) - 1
+
+
+class ShardTokenizer:
+    """The little a ``GPTDatasetConfig`` needs from a tokenizer: eod, vocab size, a cache identity."""
+
+    def __init__(self, eod: int, vocab_size: int, tokenizer_fingerprint: str) -> None:
+        self.eod = eod
+        self.vocab_size = vocab_size
+        self.unique_identifiers = {"class": "frontload.corpus.tokenizer", "fingerprint": tokenizer_fingerprint}
+
+
+class MaskedIndexedDataset:
+    """Tokens and their loss mask read as one: :meth:`get` packs ``token | mask << 32`` into int64."""
+
+    def __init__(self, tokens: IndexedDataset, mask: IndexedDataset, path_prefix: str) -> None:
+        self.tokens = tokens
+        self.mask = mask
+        self.path_prefix = path_prefix
+        self.sequence_lengths = tokens.sequence_lengths
+        self.document_indices = tokens.document_indices
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def get(self, idx: int, offset: int = 0, length: int | None = None) -> np.ndarray:
+        """Document ``idx`` from ``offset`` for ``length`` tokens, tokens and mask packed together."""
+        t = self.tokens.get(idx, offset=offset, length=length).astype(np.int64)
+        m = self.mask.get(idx, offset=offset, length=length).astype(np.int64)
+        return t | (m << MASK_SHIFT)
+
+
+@dataclass
+class StreamDatasetConfig(GPTDatasetConfig):
+    """``GPTDatasetConfig`` plus each prefix's stream length and this stage's offset into it."""
+
+    stream_samples: dict = field(default_factory=dict)  # prefix path -> samples of its stream over the phase
+    stream_offsets: dict = field(default_factory=dict)  # prefix path -> first stream sample of this stage
+    mask_prefixes: dict = field(default_factory=dict)  # prefix path -> its _mask prefix (SFT shard sets)
+
+
+class StreamGPTDataset(GPTDataset):
+    """A ``GPTDataset`` over a prefix's whole-phase stream, exposed from this stage's offset on.
+
+    Megatron's builder sizes a mid-level dataset from the stage alone; here the length is the
+    prefix's total over the phase instead, so the document order and shuffle are the same in every
+    stage (one cache) and each stage continues where the previous one stopped.
+    """
+
+    def __init__(self, indexed_dataset, dataset_path, indexed_indices, num_samples, index_split, config):
+        # num_samples (the builder's stage-only request) is replaced by the whole stream's length.
+        self.offset = int(config.stream_offsets[dataset_path])
+        self.masked = isinstance(indexed_dataset, MaskedIndexedDataset)
+        stream = int(config.stream_samples[dataset_path])
+        super().__init__(indexed_dataset, dataset_path, indexed_indices, stream, index_split, config)
+
+    @staticmethod
+    def build_low_level_dataset(dataset_path: str, config: StreamDatasetConfig):
+        tokens = IndexedDataset(dataset_path, mmap=config.mmap_bin_files)
+        mask_prefix = config.mask_prefixes.get(dataset_path)
+        if mask_prefix is None:
+            return tokens
+        mask = IndexedDataset(mask_prefix, mmap=config.mmap_bin_files)
+        if not np.array_equal(mask.sequence_lengths, tokens.sequence_lengths):
+            raise MixError(f"{mask_prefix}.idx: loss-mask document lengths differ from {dataset_path}.idx")
+        return MaskedIndexedDataset(tokens, mask, dataset_path)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.offset
+
+    def __getitem__(self, idx):
+        k = idx + self.offset
+        if not self.masked:
+            return super().__getitem__(k)
+        packed, _ = self._query_document_sample_shuffle_indices(k)
+        packed = torch.from_numpy(packed)
+        pad = packed < 0  # GPTDataset pads with a negative id past a final partial sequence
+        text = torch.where(pad, 0, packed & TOKEN_BITS)
+        mask = torch.where(pad, 0, packed >> MASK_SHIFT).float()
+        return {
+            "tokens": text[:-1].contiguous(),
+            "labels": text[1:].contiguous(),
+            # The loss at position i predicts token i+1, so it takes that token's mask.
+            "loss_mask": mask[1:].contiguous(),
+            "position_ids": torch.arange(self.config.sequence_length, dtype=torch.long),
+        }
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """Megatron's ``BlendedDataset`` asks torch.distributed for the rank when it builds a cache;
+    outside a distributed run, give it a one-process gloo group for the duration of the build."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
