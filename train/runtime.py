@@ -1,8 +1,8 @@
 """Process-group and model-parallel set-up for one process or many (``torchrun``), on CPU or GPU.
 
 :func:`init_distributed` is the one entry point: under ``torchrun`` it joins the launched group
-(NCCL on GPU, gloo on CPU); in a plain ``python`` process it creates a world of size 1 on a free
-local port, so nothing needs a launcher. It then sets up Megatron-core's tensor/pipeline/data
+(NCCL on GPU, gloo on CPU); in a plain ``python`` process it creates a world of size 1 with an
+in-memory store, so nothing needs a launcher. It then sets up Megatron-core's tensor/pipeline/data
 parallel groups and its RNG tracker. Invariants: calling it again with the same sizes is a no-op;
 with different tp/pp the model-parallel groups are rebuilt (the process group is kept).
 """
@@ -10,7 +10,6 @@ with different tp/pp the model-parallel groups are rebuilt (the process group is
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
@@ -38,12 +37,6 @@ class Runtime:
         return self.rank == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, backend: str | None = None) -> Runtime:
     """Join or create the process group, build Megatron's parallel groups, seed its RNG tracker."""
     from megatron.core import parallel_state
@@ -56,9 +49,8 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, backend: str | 
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group(backend=backend)
         else:
-            dist.init_process_group(
-                backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
-            )
+            # One process needs no rendezvous: an in-memory store, no port.
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
     world = dist.get_world_size()
     if world % (tp * pp):
         raise FrontloadError(f"world size {world} is not divisible by tp*pp = {tp}*{pp}")
