@@ -33,6 +33,7 @@ from frontload.corpus.errors import FrontloadError
 
 KNOWN_EVENT_VERSIONS = (1,)
 KNOWN_FILE_VERSIONS = (1,)
+KNOWN_PLAN_VERSIONS = (1,)
 _EVENT_FILE = re.compile(r"^(?P<kind>[A-Za-z0-9_]+)\.rank(?P<rank>\d+)\.jsonl$")
 # Folders that never hold anything the store reads (documents, weights' tokenizer copies, reports).
 _PRUNE = {"data", "rejects", "tokenizer", "__pycache__", "report", "node_modules"}
@@ -77,7 +78,7 @@ class _Scan:
     study: Path | None = None
     runs: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     manifests: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
-    plans: list[Path] = field(default_factory=list)
+    plans: list[tuple[Path, Path | None]] = field(default_factory=list)  # (plan, run folder)
     metas: list[tuple[Path, Path | None]] = field(default_factory=list)  # (meta.json, run folder)
     events: list[tuple[Path, Path]] = field(default_factory=list)  # (file, run folder)
 
@@ -163,8 +164,9 @@ def _scan(ws: Path, errors: list[str]) -> _Scan:
                 and _check_version(here / "manifest.json", manifest, errors, required=True)
             ):
                 found.manifests.append((here, manifest))
-        if "plan.json" in files:
-            found.plans.append(here / "plan.json")
+        for name in ("plan.json", "mix_plan.json"):
+            if name in files:
+                found.plans.append((here / name, run_dirs[-1] if run_dirs and run_dirs[-1] == here else None))
         if (here / "events").is_dir():
             owner = run_dirs[-1] if run_dirs and run_dirs[-1] == here else here
             for name in sorted(os.listdir(here / "events")):
@@ -245,18 +247,64 @@ def _study_rows(scan: _Scan, errors: list[str]) -> tuple[list[dict], list[dict]]
     return study_rows, arms
 
 
+def _plan_rows(plan: dict[str, Any], rel: str, arm: str | None, phase: str | None, own_phase_only: bool) -> list[dict]:
+    """Rows of one mix plan: ``MixPlan.to_dict()`` (phases -> stages -> sources) or a flat ``stages`` list."""
+    if isinstance(plan.get("phases"), dict):
+        phases = plan["phases"]
+        if own_phase_only and phase in phases:
+            # A training run's mix_plan.json holds the whole schedule; the run stands for its own phase.
+            phases = {phase: phases[phase]}
+        flat = [
+            (name, p.get("fingerprint"), p.get("stages") or [], p.get("sources") or {}) for name, p in phases.items()
+        ]
+    else:
+        flat = [(phase, plan.get("fingerprint"), plan.get("stages") or [], {})]
+    rows = []
+    for phase_name, phase_fp, stages, shard_infos in flat:
+        for s, stage in enumerate(stages):
+            sources = stage.get("sources") or []
+            # MixPlan writes {name: SourcePlan}; a flat plan may write [{name, ...}].
+            items = sources.items() if isinstance(sources, dict) else ((src.get("name"), src) for src in sources)
+            for name, src in items:
+                info = shard_infos.get(name) or {}
+                rows.append(
+                    {
+                        "plan_fingerprint": phase_fp,
+                        "mix_fingerprint": plan.get("fingerprint"),
+                        "arm": arm,
+                        "phase": phase_name,
+                        "path": rel,
+                        "stage_index": _as_int(stage.get("index", s)),
+                        "budget": stage.get("budget", {k: stage[k] for k in ("samples", "tokens") if k in stage}),
+                        "source": name,
+                        "tokens": _as_int(src.get("tokens")),
+                        "samples": _as_int(src.get("samples")),
+                        "share": _as_float(src.get("share")),
+                        "epochs": _as_float(src.get("epochs")),
+                        "shards_fingerprint": info.get("fingerprint") or src.get("fingerprint"),
+                        "source_info": src,
+                        "plan": plan,
+                    }
+                )
+    return rows
+
+
 def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> dict[str, list[dict]]:
     tables: dict[str, list[dict]] = {}
     tables["study"], tables["arms"] = _study_rows(scan, errors)
     runs, run_by_dir = [], {}
     for folder, info in scan.runs:
+        rel = paths.rel(folder)
+        parts = rel.split("/")
+        # WORKSPACE/runs/<arm>/<phase>/<fp>/: the layout names the arm where a stage's config does not.
+        path_arm = parts[1] if len(parts) >= 4 and parts[0] == "runs" else None
         row = {
             "run_id": info["run_id"],
             "stage": info.get("stage"),
-            "arm": info.get("arm"),
+            "arm": info.get("arm") or path_arm,
             "phase": info.get("phase"),
             "parent": paths.norm(info.get("parent")),
-            "path": paths.rel(folder),
+            "path": rel,
             "created": _as_float(info.get("created")),
             "config": info.get("config"),
             "info": info,
@@ -333,32 +381,26 @@ def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> di
     tables["corpora"], tables["shards"] = corpora, shards
 
     plans = []
-    for plan_path in scan.plans:
+    for plan_path, run_dir in scan.plans:
         plan = _read_json(plan_path, errors)
-        if plan is None or "stages" not in plan or not _check_version(plan_path, plan, errors, required=False):
+        if plan is None or not _check_version(plan_path, plan, errors, required=False):
             continue
+        version = plan.get("plan_version")
+        if version is not None and version not in KNOWN_PLAN_VERSIONS:
+            errors.append(
+                f"{plan_path}: unknown plan_version {version!r} (this frontload reads {list(KNOWN_PLAN_VERSIONS)})"
+            )
+            continue
+        run = run_by_dir.get(run_dir) if run_dir else None
         parts = plan_path.relative_to(ws).parts
-        arm, phase = (parts[1], parts[2]) if len(parts) >= 4 and parts[0] == "mix" else (None, None)
-        arm, phase = plan.get("arm") or arm, plan.get("phase") or phase
-        for s, stage in enumerate(plan.get("stages") or []):
-            for src in stage.get("sources") or []:
-                plans.append(
-                    {
-                        "plan_fingerprint": plan.get("fingerprint"),
-                        "arm": arm,
-                        "phase": phase,
-                        "path": paths.rel(plan_path),
-                        "stage_index": _as_int(stage.get("index", s)),
-                        "budget": stage.get("budget"),
-                        "source": src.get("name"),
-                        "tokens": _as_int(src.get("tokens")),
-                        "samples": _as_int(src.get("samples")),
-                        "share": _as_float(src.get("share")),
-                        "epochs": _as_float(src.get("epochs")),
-                        "source_info": src,
-                        "plan": plan,
-                    }
-                )
+        arm = phase = None
+        if run is not None:
+            arm, phase = run["arm"], run["phase"]
+        elif len(parts) >= 4 and parts[0] == "mix":
+            arm, phase = parts[1], parts[2]
+        plans += _plan_rows(
+            plan, paths.rel(plan_path), plan.get("arm") or arm, plan.get("phase") or phase, run is not None
+        )
     tables["mix_plan"] = plans
     return tables
 

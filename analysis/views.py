@@ -23,7 +23,8 @@ _LOWER = ", ".join(f"'{m}'" for m in LOWER_IS_BETTER)
 VIEW_SQL: dict[str, str] = {
     "ablation": f"""
 WITH e AS (
-    SELECT ev.*,
+    SELECT ev.* REPLACE (CASE WHEN ev.metric = 'pass@k' AND ev.k IS NOT NULL THEN 'pass@' || ev.k
+                              ELSE ev.metric END AS metric),
            COALESCE(c.arm, r.arm) AS arm_name,
            COALESCE(ev.phase, c.phase) AS eval_phase,
            COALESCE(ev.step, c.step) AS eval_step
@@ -69,8 +70,9 @@ ORDER BY min(arm_order), arm, task, metric
 """,
     "data_mix": f"""
 WITH used AS (
-    -- where a phase names its plan (checkpoint meta), only that plan counts; else every plan of the folder
-    SELECT m.* FROM mix_plan m
+    -- where a phase names its plan (checkpoint meta), only that plan counts; a plan copied into
+    -- several files (each run keeps the whole schedule) counts once
+    SELECT DISTINCT ON (m.arm, m.phase, m.plan_fingerprint, m.stage_index, m.source) m.* FROM mix_plan m
     WHERE m.plan_fingerprint IN (SELECT mix_plan_fingerprint FROM phases WHERE arm = m.arm AND phase = m.phase)
        OR NOT EXISTS (SELECT 1 FROM phases p
                       WHERE p.arm = m.arm AND p.phase = m.phase AND p.mix_plan_fingerprint IS NOT NULL)
@@ -96,10 +98,11 @@ SELECT checkpoint, ancestor, depth FROM chain
 """,
     "lineage": """
 WITH plan_sources AS (
-    -- one plan may sit in several folders (two arms with the same SFT mix); count it once
-    SELECT plan_fingerprint, source, max(tokens) AS tokens
-    FROM (SELECT plan_fingerprint, path, source, sum(tokens) AS tokens FROM mix_plan GROUP BY ALL)
-    GROUP BY ALL
+    -- one plan may sit in several files (two arms with the same SFT mix); count it once
+    SELECT plan_fingerprint, source, max(tokens) AS tokens, any_value(shards_fingerprint) AS shards_fingerprint
+    FROM (SELECT plan_fingerprint, path, source, sum(tokens) AS tokens, any_value(shards_fingerprint) AS shards_fingerprint
+          FROM mix_plan GROUP BY plan_fingerprint, path, source)
+    GROUP BY plan_fingerprint, source
 )
 SELECT e.file_id AS eval_file_id, e.seq AS eval_seq, e.task, e.metric, e.value, e.checkpoint,
        COALESCE(c0.arm, r0.arm) AS arm,
@@ -113,9 +116,11 @@ LEFT JOIN checkpoint_chain ch ON ch.checkpoint = e.checkpoint
 LEFT JOIN checkpoints ca ON ca.path = ch.ancestor
 LEFT JOIN runs r ON r.run_id = ca.run_id
 LEFT JOIN plan_sources ps ON ps.plan_fingerprint = ca.mix_plan_fingerprint
-LEFT JOIN shards s ON s.name = ps.source
-                  AND (ca.tokenizer_fingerprint IS NULL OR s.tokenizer_fingerprint IS NULL
-                       OR s.tokenizer_fingerprint = ca.tokenizer_fingerprint)
+-- the plan names the shard set's fingerprint; a plan that does not is matched by name and tokenizer
+LEFT JOIN shards s ON (ps.shards_fingerprint IS NOT NULL AND s.fingerprint = ps.shards_fingerprint)
+                   OR (ps.shards_fingerprint IS NULL AND s.name = ps.source
+                       AND (ca.tokenizer_fingerprint IS NULL OR s.tokenizer_fingerprint IS NULL
+                            OR s.tokenizer_fingerprint = ca.tokenizer_fingerprint))
 LEFT JOIN corpora co ON co.fingerprint = s.input_fingerprint
 """,
 }

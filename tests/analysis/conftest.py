@@ -70,7 +70,7 @@ def _write_corpora(ws: Path) -> dict[str, dict[str, str]]:
             run.log("stats", step_name="verify", inputs=n, kept=n - 7, dropped={"verify_wrong": 7})
             run.log("stats", step_name="dedup", inputs=n - 7, kept=n - 7 - dup, dropped={"dedup_exact": dup})
         sfp = fingerprint(cfp, TOKENIZER_FP)
-        sfolder = ws / "shards" / name / sfp
+        sfolder = ws / "shards" / (f"{name}-sft" if name == "reasoning_hq" else name) / sfp
         sfolder.mkdir(parents=True)
         _manifest(
             sfolder,
@@ -93,25 +93,70 @@ def _write_corpora(ws: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def _plan(stages: list[dict[str, float]], budgets: list[int]) -> dict:
-    plan_stages = []
+def _plan(phase: str, stages: list[dict[str, float]], budgets: list[int], shard_fps: dict[str, str]) -> dict:
+    """A plan shaped like ``MixPlan.to_dict()`` (frontload.corpus.mix) holding one phase."""
+    plan_stages, start = [], 0
     for i, (blend, budget) in enumerate(zip(stages, budgets)):
-        sources = []
+        sources = {}
         for name, share in blend.items():
             if share <= 0:
                 continue
-            tokens = int(budget * share)
-            sources.append(
-                {"name": name, "tokens": tokens, "samples": tokens // SEQ_LEN, "share": share, "epochs": tokens / 1e6}
-            )
-        plan_stages.append({"index": i, "budget": {"tokens": budget}, "sources": sources})
-    return {"stages": plan_stages, "seq_len": SEQ_LEN, "seed": 1234, "fingerprint": fingerprint(plan_stages)}
+            samples = int(budget * share) // SEQ_LEN
+            sources[name] = {
+                "weight": share,
+                "samples": samples,
+                "tokens": samples * SEQ_LEN,
+                "share": share,
+                "epochs": samples * SEQ_LEN / 1e6,
+                "cumulative_epochs": samples * SEQ_LEN / 1e6,
+                "stream_offset": [0],
+                "prefix_samples": [samples],
+            }
+        n = sum(src["samples"] for src in sources.values())
+        plan_stages.append(
+            {"index": i, "start_sample": start, "samples": n, "tokens": n * SEQ_LEN, "sources": sources}
+        )
+        start += n
+    names = sorted({name for st in plan_stages for name in st["sources"]})
+    infos = {
+        name: {
+            "name": name,
+            "fingerprint": shard_fps[name],
+            "tokenizer_fingerprint": TOKENIZER_FP,
+            "sft": phase == "sft",
+        }
+        for name in names
+    }
+    phase_fp = fingerprint("mix-phase", phase, plan_stages)
+    return {
+        "plan_version": 1,
+        "fingerprint": fingerprint("mix-plan", phase_fp),
+        "seq_len": SEQ_LEN,
+        "seed": 1234,
+        "tokenizer_fingerprint": TOKENIZER_FP,
+        "phases": {
+            phase: {
+                "phase": phase,
+                "seed": 7,
+                "seq_len": SEQ_LEN,
+                "fingerprint": phase_fp,
+                "samples": start,
+                "tokens": start * SEQ_LEN,
+                "stages": plan_stages,
+                "stream_samples": {},
+                "sources": infos,
+            }
+        },
+        "schedule": {},
+        "warnings": [],
+    }
 
 
 def write_study(ws: Path, arms: tuple[str, ...] = ARMS) -> Path:
     """Write a whole fake study into ``ws`` (absolute); returns ``ws``."""
     ws.mkdir(parents=True, exist_ok=True)
-    _write_corpora(ws)
+    fps = _write_corpora(ws)
+    shard_fps = {name: f["shards"] for name, f in fps.items()}
     arm_cfgs = []
     for arm in arms:
         share = REASONING_SHARE[arm]
@@ -130,17 +175,18 @@ def write_study(ws: Path, arms: tuple[str, ...] = ARMS) -> Path:
     )
     for arm in arms:
         share = REASONING_SHARE[arm]
+        blends = [{"web": 1.0}, {"web": 1.0 - share, "reasoning_diverse": share}]
         plans = {
-            "pretrain": _plan([{"web": 1.0}, {"web": 1.0 - share, "reasoning_diverse": share}], list(PRETRAIN_TOKENS)),
-            "sft": _plan([{"reasoning_hq": 1.0}], [SFT_TOKENS]),
+            "pretrain": _plan("pretrain", blends, list(PRETRAIN_TOKENS), shard_fps),
+            "sft": _plan("sft", [{"reasoning_hq": 1.0}], [SFT_TOKENS], shard_fps),
         }
-        for phase, plan in plans.items():
-            atomic_write_json(ws / "mix" / arm / phase / "plan.json", plan)
         parent = None
         for phase in PHASES:
             cfg = {"phase": phase, "arm": arm, "lr": 1e-3}
             run_dir = ws / "runs" / arm / phase / fingerprint(arm, phase)
-            plan_fp = plans[phase]["fingerprint"] if phase in plans else None
+            plan_fp = plans[phase]["phases"][phase]["fingerprint"] if phase in plans else None
+            if phase in plans:  # as the trainer does: the run folder keeps the plan it trained on
+                atomic_write_json(run_dir / "mix_plan.json", plans[phase])
             with RunFolder(run_dir, stage=phase, config=cfg, arm=arm, phase=phase, parent=parent) as run:
                 steps = STEPS[phase]
                 for step in range(1, steps + 1):
@@ -194,28 +240,33 @@ def write_study(ws: Path, arms: tuple[str, ...] = ARMS) -> Path:
                 atomic_write_json(ck / "meta.json", meta)
                 ckpts.append(ck)
             # Evaluation of the mid and the final checkpoint, in the arm's eval run folder.
-            eval_dir = ws / "runs" / arm / "eval" / fingerprint(arm, phase, "eval")
-            with RunFolder(eval_dir, stage="eval", config={"samples": 2}, arm=arm, phase=phase) as ev:
+            # Like `frontload train eval --out`: the eval run names its checkpoint, not its arm.
+            eval_dir = ws / "runs" / arm / f"eval-{phase}" / fingerprint(arm, phase, "eval")
+            eval_cfg = {"checkpoint": str(ckpts[-1]), "samples": 2}
+            with RunFolder(eval_dir, stage="eval", config=eval_cfg, phase=phase, parent=str(ckpts[-1])) as ev:
                 for ck, final in ((ckpts[0], False), (ckpts[1], True)):
+                    at = {"phase": phase, "checkpoint": str(ck), "step": int(ck.name)}
                     for task in TASKS:
                         value = SCORES[(arm, phase, task)] if final else SCORES[(arm, phase, task)] / 2
+                        # temperature: a field the contract does not name
                         ev.log(
                             "evals",
-                            phase=phase,
-                            checkpoint=str(ck),
-                            step=int(ck.name),
+                            **at,
                             task=task,
                             metric="pass@1",
                             value=value,
                             n_questions=50,
                             n_samples=2,
-                            temperature=0.7,  # a field the contract does not name
+                            temperature=0.7,
+                        )
+                        pass_k = min(1.0, 1.5 * value)
+                        ev.log(
+                            "evals", **at, task=task, metric="pass@k", k=2, value=pass_k, n_questions=50, n_samples=2
                         )
                         for q in range(3):
                             ev.log(
                                 "predictions",
-                                phase=phase,
-                                checkpoint=str(ck),
+                                **at,
                                 task=task,
                                 question_id=q,
                                 question=f"q{q}",
@@ -229,9 +280,7 @@ def write_study(ws: Path, arms: tuple[str, ...] = ARMS) -> Path:
                     if phase == "pretrain":
                         ev.log(
                             "evals",
-                            phase=phase,
-                            checkpoint=str(ck),
-                            step=int(ck.name),
+                            **at,
                             task="heldout_text",
                             metric="perplexity",
                             value=PERPLEXITY[arm] if final else PERPLEXITY[arm] * 2,

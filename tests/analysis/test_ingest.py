@@ -48,6 +48,8 @@ def test_persistence_from_the_command_line_matches_hand_computed_gains(study_ws,
     assert rows[("front_loaded", "heldout_text", "perplexity")]["gain_pretrain"] == pytest.approx(12.0 - 11.5)
     assert rows[("front_loaded_more", "heldout_text", "perplexity")]["gain_pretrain"] == pytest.approx(12.0 - 12.5)
     assert not any(arm == "baseline" for arm, _, _ in rows)
+    # pass@k is reported under its k.
+    assert rows[("front_loaded", "heldout_arithmetic", "pass@2")]["gain_rl"] == pytest.approx(1.5 * (0.55 - 0.45))
 
 
 def test_ablation_uses_the_last_checkpoint_of_each_phase_and_data_mix_sums_stages(study_ws):
