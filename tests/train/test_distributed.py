@@ -1,0 +1,77 @@
+"""Data parallel on CPU: two gloo ranks under torchrun follow one rank's loss curve (same global batch),
+and the command line trains from a TOML config."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from frontload.cli import main
+from frontload.corpus.events import read_events
+from frontload.train.checkpoint import read_meta
+
+
+def write_config(path, run_dir, shard_sets, tokenizer, model_config):
+    path.write_text(
+        f"""
+run_dir = "{run_dir}"
+tokenizer = "{tokenizer.path}"
+global_batch = 8
+micro_batch = 2
+progress = false
+
+[shards]
+web = "{shard_sets["web"]}"
+reasoning = "{shard_sets["reasoning"]}"
+
+[model]
+layers = 2
+hidden = 64
+heads = 2
+seq_len = {model_config.seq_len}
+vocab_size = {model_config.vocab_size}
+
+[optim]
+lr = 3e-3
+warmup_steps = 2
+
+[[mix.pretrain]]
+samples = 40
+blend = {{ web = 0.5, reasoning = 0.5 }}
+"""
+    )
+    return path
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_match_one_rank(tmp_path, shard_sets, tiny_tokenizer, tiny_model_config, capsys):
+    one = write_config(tmp_path / "one.toml", tmp_path / "one", shard_sets, tiny_tokenizer, tiny_model_config)
+    assert main(["train", "pretrain", str(one)]) == 0
+    final = capsys.readouterr().out.strip().splitlines()[-1]
+    assert read_meta(final)["step"] == 5
+
+    two = write_config(tmp_path / "two.toml", tmp_path / "two", shard_sets, tiny_tokenizer, tiny_model_config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "frontload", "train", "pretrain", str(two)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    ref = read_events(tmp_path / "one" / "events" / "metrics.rank0.jsonl")[0]
+    dp = read_events(tmp_path / "two" / "events" / "metrics.rank0.jsonl")[0]
+    assert [r["step"] for r in dp] == [r["step"] for r in ref] == [1, 2, 3, 4, 5]
+    for a, b in zip(ref, dp):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["consumed_by_source"] == a["consumed_by_source"]  # the same samples, split over ranks
+    meta = read_meta(tmp_path / "two" / "checkpoints" / "step_00000005")
+    assert meta["world_size"] == 2 and meta["consumed_samples"] == 40
+
+
+def test_cli_reports_a_bad_config_key_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('run_dir = "x"\nlayers = 3\n')
+    assert main(["train", "pretrain", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml.layers: unknown key" in err and len(err.strip().splitlines()) == 1
