@@ -8,7 +8,7 @@ import pytest
 import torch
 from frontload.corpus.errors import FrontloadError
 from frontload.train.rl import (
-    PromptSampler,
+    PromptOrder,
     RewardConfig,
     RewardScorer,
     group_advantages,
@@ -167,13 +167,10 @@ def test_load_prompts_from_corpus_folder(tmp_path):
     assert {p.id for p in ps} == {"d0", "d1", "d2"} and all(p.source == "arith" for p in ps)
 
 
-def test_prompt_sampler_is_seeded_and_resumable():
-    a = PromptSampler(5, seed=3)
-    first = a.take(7)
-    state = a.state_dict()
-    rest = a.take(6)
-    b = PromptSampler(5, seed=3)
-    b.load_state_dict(state)
-    assert b.take(6) == rest
-    assert sorted(first[:5]) == list(range(5))  # each epoch is a permutation
-    assert PromptSampler(5, seed=4).take(5) != first[:5] or PromptSampler(5, seed=5).take(5) != first[:5]
+def test_prompt_order_is_seeded_epoch_permutations():
+    order = PromptOrder(5, seed=3)
+    first = order.indices(0, 12)
+    assert sorted(first[:5]) == list(range(5)) and sorted(first[5:10]) == list(range(5))
+    # resuming at position 7 continues exactly where a straight run would be
+    assert PromptOrder(5, seed=3).indices(7, 5) == first[7:12]
+    assert any(PromptOrder(5, seed=s).indices(0, 5) != first[:5] for s in (4, 5, 6))

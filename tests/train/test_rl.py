@@ -1,0 +1,179 @@
+"""The RL phase end to end on a tiny SFT'd model: rewards per step, rollouts, checkpoints, exact resume."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from frontload.corpus.chat import render_example
+from frontload.corpus.config import ConfigError, from_mapping
+from frontload.corpus.events import read_events
+from frontload.train.checkpoint import latest_checkpoint, load_model, read_meta, save_checkpoint
+from frontload.train.model import forward
+from frontload.train.rl import RLConfig, reference_fingerprint, rl
+from frontload.train.runtime import init_distributed
+
+
+def _addition(a: int, b: int):
+    return render_example(f"What is {a} + {b}?", None, str(a + b))
+
+
+@pytest.fixture(scope="module")
+def sft_checkpoint(tiny_tokenizer, tiny_model_config, tmp_path_factory):
+    """A tiny model taught the answer format on one-digit additions (about a sixth of its answers are right)."""
+    init_distributed(seed=0)
+    model = tiny_model_config.build()
+    tok = tiny_tokenizer
+    rng = random.Random(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(150):
+        pairs = [_addition(rng.randint(0, 9), rng.randint(0, 9)) for _ in range(16)]
+        enc = [(tok.encode(p), tok.encode(r)) for p, r in pairs]
+        width = max(len(p) + len(r) for p, r in enc)
+        tokens = torch.full((len(enc), width), tok.pad_id)
+        mask = torch.zeros(len(enc), width)
+        for i, (p, r) in enumerate(enc):
+            tokens[i, : len(p) + len(r)] = torch.tensor(p + r)
+            mask[i, len(p) - 1 : len(p) + len(r) - 1] = 1
+        losses = forward(model, tokens, labels=torch.roll(tokens, -1, 1))
+        opt.zero_grad()
+        ((losses * mask).sum() / mask.sum()).backward()
+        opt.step()
+    run = tmp_path_factory.mktemp("sft_run")
+    return save_checkpoint(
+        run,
+        model=model,
+        model_config=tiny_model_config,
+        phase="sft",
+        step=150,
+        consumed_samples=2400,
+        tokenizer_dir=tok.path,
+        tokenizer_fingerprint=tok.fingerprint,
+    )
+
+
+@pytest.fixture(scope="module")
+def rl_set(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rl_set") / "additions.jsonl"
+    rows = [{"question": f"What is {a} + {b}?", "answer": str(a + b)} for a in range(10) for b in range(0, 10, 3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _config(run_dir, sft_checkpoint, rl_set, **kw):
+    base = dict(
+        run_dir=str(run_dir),
+        init_from=str(sft_checkpoint),
+        prompts=str(rl_set),
+        steps=3,
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=20,
+        minibatches=2,
+        micro_batch=8,
+        loss={"kl_coef": 0.05},
+        optim={"lr": 3e-4, "min_lr": 3e-4},
+        seed=7,
+        progress=False,
+    )
+    base.update(kw)
+    return from_mapping(RLConfig, base, where="rl.toml")
+
+
+def _metrics(run_dir):
+    records, bad = read_events(run_dir / "events" / "metrics.rank0.jsonl")
+    assert bad == 0
+    return records
+
+
+def test_rl_logs_rewards_and_rollouts_and_hands_on_a_checkpoint(sft_checkpoint, rl_set, tmp_path):
+    run_dir = tmp_path / "rl"
+    ckpt = rl(_config(run_dir, sft_checkpoint, rl_set, steps=2))
+    meta = read_meta(ckpt)
+    assert meta["phase"] == "rl" and meta["parent"] == str(sft_checkpoint)
+    assert meta["step"] == 4 and meta["rl_step"] == 2  # 2 GRPO steps x 2 minibatches
+    assert meta["reference_fingerprint"] == reference_fingerprint(sft_checkpoint)
+
+    metrics = _metrics(run_dir)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4] and [m["rl_step"] for m in metrics] == [1, 1, 2, 2]
+    for key in ("reward_mean", "reward_std", "accuracy", "kl", "clip_frac", "zero_variance_groups", "verifier_errors"):
+        assert all(key in m for m in metrics), key
+    assert all(m["verifier_errors"] == 0 for m in metrics)
+    # the SFT model is right sometimes, so some groups disagree and the policy is pushed somewhere
+    assert any(m["zero_variance_groups"] < 4 for m in metrics)
+    assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first update starts at the reference
+    assert metrics[-1]["kl"] > 0
+
+    rollouts, _ = read_events(run_dir / "events" / "rollouts.rank0.jsonl")
+    assert len(rollouts) == 2 * 4 * 4
+    r = rollouts[0]
+    assert {"step", "prompt_id", "prompt", "completion", "reward", "verdict", "length", "finish_reason"} <= set(r)
+    assert r["prompt"].startswith("<|user|>\nWhat is ")
+    correct = [x for x in rollouts if x["verdict"] == "correct"]
+    assert correct and all(x["reward"] == 1.0 and x["prediction"] == x["gold"] for x in correct)
+
+    model, cfg, _ = load_model(ckpt)
+    ref, _, _ = load_model(sft_checkpoint)
+    changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    assert changed
+    # rerunning a finished run trains nothing more and returns the same checkpoint
+    assert rl(_config(run_dir, sft_checkpoint, rl_set, steps=2)) == ckpt
+    assert len(_metrics(run_dir)) == 4
+
+
+def test_killed_and_resumed_run_logs_the_same_metrics(sft_checkpoint, rl_set, tmp_path):
+    straight = tmp_path / "straight"
+    rl(_config(straight, sft_checkpoint, rl_set, save_every=1))
+    resumed = tmp_path / "resumed"
+    rl(_config(resumed, sft_checkpoint, rl_set, save_every=1, exit_after=2))
+    # as if killed after step 2's events were written but before its checkpoint was renamed into place
+    import shutil
+
+    shutil.rmtree(latest_checkpoint(resumed))
+    rl(_config(resumed, sft_checkpoint, rl_set, save_every=1))
+
+    keys = ("loss", "grad_norm", "reward_mean", "accuracy", "kl", "clip_frac", "zero_variance_groups", "lr")
+    last = {m["step"]: m for m in _metrics(resumed)}  # a redone step's second record wins
+    want = _metrics(straight)
+    assert sorted(last) == [m["step"] for m in want] == list(range(1, 7))
+    for m in want:
+        assert {k: last[m["step"]][k] for k in keys} == {k: m[k] for k in keys}, m["step"]
+    a, _ = read_events(straight / "events" / "rollouts.rank0.jsonl")
+    b, _ = read_events(resumed / "events" / "rollouts.rank0.jsonl")
+    assert [x["completion"] for x in a] == [x["completion"] for x in b if x["seq"] not in range(16, 32)]
+    assert read_meta(latest_checkpoint(resumed))["rl_step"] == 3
+
+
+def test_resume_refuses_a_changed_reference(sft_checkpoint, rl_set, tmp_path):
+    run_dir = tmp_path / "rl"
+    rl(_config(run_dir, sft_checkpoint, rl_set, steps=2, exit_after=1, save_every=1))
+    other = tmp_path / "other_set.jsonl"
+    other.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    with pytest.raises(ConfigError, match="prompts"):
+        rl(_config(run_dir, sft_checkpoint, other, steps=2))
+
+
+def test_config_errors_name_the_field(sft_checkpoint, rl_set, tmp_path):
+    with pytest.raises(ConfigError, match=r"rl.toml.group_size"):
+        _config(tmp_path, sft_checkpoint, rl_set, group_size=1)
+    with pytest.raises(ConfigError, match=r"rl.toml.rollout_backend"):
+        _config(tmp_path, sft_checkpoint, rl_set, rollout_backend="sglang")
+    with pytest.raises(ConfigError, match=r"loss.eps_low"):
+        _config(tmp_path, sft_checkpoint, rl_set, loss={"eps_low": 1.5})
+    with pytest.raises(ConfigError, match=r"rl.toml.loss.kl"):
+        _config(tmp_path, sft_checkpoint, rl_set, loss={"kl": 0.1})
+
+
+def test_cli_runs_rl_from_a_toml_file(sft_checkpoint, rl_set, tmp_path, capsys):
+    from frontload.cli import main
+
+    cfg = tmp_path / "rl.toml"
+    cfg.write_text(
+        f'init_from = "{sft_checkpoint}"\nprompts = "{rl_set}"\nprompts_per_step = 2\ngroup_size = 2\n'
+        "max_new_tokens = 20\nminibatches = 1\n[optim]\nlr = 1e-4\n"
+    )
+    assert main(["train", "rl", str(cfg), "--run-dir", str(tmp_path / "run"), "--steps", "1", "--no-progress"]) == 0
+    assert read_meta(latest_checkpoint(tmp_path / "run"))["phase"] == "rl"
+    assert main(["train", "rl", str(cfg), "--run-dir", str(tmp_path / "run2"), "--group-size", "1"]) == 2
+    assert "group_size" in capsys.readouterr().err
