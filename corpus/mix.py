@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from frontload.corpus.config import ConfigError, as_dict
+from frontload.corpus.config import ConfigError, as_dict, from_mapping
 from frontload.corpus.errors import FrontloadError
 from frontload.corpus.fingerprint import atomic_write_json, fingerprint
 from frontload.corpus.manifest import Manifest, ManifestError
@@ -125,7 +125,7 @@ class MixSchedule:
             stages = getattr(self, phase)
             for i, st in enumerate(stages):
                 if isinstance(st, Mapping):  # built in Python from plain tables
-                    stages[i] = MixStage(**st)
+                    stages[i] = from_mapping(MixStage, st, where=f"{phase}[{i}]")
         for source, cap in self.repeat_caps.items():
             if cap <= 0:
                 raise ConfigError(f"repeat_caps.{source}", f"must be positive, got {cap}")
@@ -388,17 +388,24 @@ def _normalize(weights: Sequence[float]) -> list[float]:
     return normalize(normalize(list(weights)))
 
 
-def blending_counts(weights: Sequence[float], size: int, *, prefix: int | None = None) -> np.ndarray:
+def blending_counts(
+    weights: Sequence[float], size: int, *, prefix: int | None = None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Samples per dataset among the first ``prefix`` (default all) of the ``size`` samples that
-    Megatron's ``BlendedDataset`` draws for these weights."""
+    Megatron's ``BlendedDataset`` draws for these weights; with ``prefix``, also the counts over all."""
     from megatron.core.datasets import helpers
 
-    if size == 0:
-        return np.zeros(len(weights), dtype=np.int64)
     dataset_index = np.zeros(size, dtype=np.int16)
     dataset_sample_index = np.zeros(size, dtype=np.int64)
-    helpers.build_blending_indices(dataset_index, dataset_sample_index, _normalize(weights), len(weights), size, False)
-    return np.bincount(dataset_index[:prefix], minlength=len(weights)).astype(np.int64)
+    if size:
+        helpers.build_blending_indices(
+            dataset_index, dataset_sample_index, _normalize(weights), len(weights), size, False
+        )
+    del dataset_sample_index
+    full = np.bincount(dataset_index, minlength=len(weights)).astype(np.int64)
+    if prefix is None:
+        return full
+    return np.bincount(dataset_index[:prefix], minlength=len(weights)).astype(np.int64), full
 
 
 def megatron_blend_size(weights: Sequence[float], samples: int) -> int:
@@ -508,10 +515,10 @@ def plan_mix(
             total_w = sum(weights.values())
             norm = {s: w / total_w for s, w in weights.items()}
             owners, flat = _prefix_blend(norm, infos)
-            counts = blending_counts(flat, n)
             # The built BlendedDataset is a little longer than n and its tail also reads from each
             # prefix's stream; the stream must be long enough for it, though training never reads it.
-            full = blending_counts(flat, megatron_blend_size(flat, n))
+            # Megatron's greedy index does not depend on its length, so its first n entries are the stage.
+            counts, full = blending_counts(flat, megatron_blend_size(flat, n), prefix=n)
             for (source, j), c in zip(owners, full):
                 need[source][j] = max(need[source][j], offsets[source][j] + int(c))
             sources = {}
