@@ -18,6 +18,7 @@ from frontload.corpus.chat import END, SPECIAL_TOKENS
 def build_tokenizer(out_dir: Path, vocab_size: int = 512) -> None:
     """Train a small byte-level BPE on shipped English text and save it in Hugging Face format."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
