@@ -43,7 +43,8 @@ from frontload.synth.families import FAMILIES
 
 HOLDOUT = 0.05  # share of the problem-id space reserved for evaluation tasks
 STYLES = ("concise", "detailed")
-_MAX_DRAWS_PER_PROBLEM = 50  # guard against asking for more distinct problems than a family has
+_MAX_DRAWS_PER_PROBLEM = 50  # redraws of one index that may land in the holdout slice
+_STALE_DRAWS = 2000  # draws in a row without a new problem before the space counts as exhausted
 
 
 def problem_id(family: str, problem: str) -> str:
@@ -205,18 +206,19 @@ def iter_problems(src: GeneratorSource, *, split: str = "train", account: Accoun
     """``src.n`` distinct problems in a fixed order; duplicates (and for eval, non-holdout draws) are skipped."""
     base = _split_base(split, src.seed)
     seen: set[str] = set()
-    per_kept = 1 if split == "train" else max(1, int(2 / max(src.holdout, 1e-9)))
-    max_index = _MAX_DRAWS_PER_PROBLEM * per_kept * src.n + 1000
-    index = 0
+    # Give up once this many draws in a row bring nothing new: the space is (nearly) exhausted.
+    patience = _STALE_DRAWS * (1 if split == "train" else max(1, round(1 / max(src.holdout, 1e-9))))
+    index = stale = 0
     while len(seen) < src.n:
-        if index >= max_index:
+        if stale >= patience:
             raise FrontloadError(
                 f"families {src.families} at difficulty {src.difficulty} with templates={src.templates} give fewer "
-                f"than {src.n} distinct {split} problems ({len(seen)} found in {index} draws); "
+                f"than {src.n} distinct {split} problems ({len(seen)} found, then {stale} draws without a new one); "
                 "lower n or widen difficulty/templates"
             )
         doc, usable = draw(src, index, split=split, base=base)
         index += 1
+        stale += 1
         if account is not None:
             account.inputs += 1
         if not usable:
@@ -228,6 +230,7 @@ def iter_problems(src: GeneratorSource, *, split: str = "train", account: Accoun
                 account.drop("duplicate")
             continue
         seen.add(doc.id)
+        stale = 0
         if account is not None:
             account.kept += 1
         yield doc

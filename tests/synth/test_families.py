@@ -161,4 +161,4 @@ def test_exhausted_problem_space_is_reported():
     from frontload.corpus.errors import FrontloadError
 
     with pytest.raises(FrontloadError, match="fewer than"):
-        list(iter_problems(GeneratorSource(families=["counting"], n=100000, difficulty=1, templates=1)))
+        list(iter_problems(GeneratorSource(families=["gcd_lcm"], n=5000, difficulty=1, templates=1)))
