@@ -148,7 +148,9 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
         raise FrontloadError(f"{src}: checkpoint has no tokenizer.json or tokenizer.model to export")
 
 
-def export_model(model, config, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, **meta: Any) -> Path:
+def export_model(
+    model, config, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, meta: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` (a frontload GPTModel) and its tokenizer as a Hugging Face Llama folder."""
     from safetensors.torch import save_file
 
@@ -167,7 +169,9 @@ def export_model(model, config, tokenizer_dir: str | os.PathLike, out_dir: str |
             {"eos_token_id": _stop_ids(tokenizer), "pad_token_id": int(tokenizer.pad_id), "do_sample": False},
         )
         _copy_tokenizer(tokenizer_dir, tmp)
-        atomic_write_json(tmp / "frontload_export.json", {"tokenizer_fingerprint": tokenizer.fingerprint, **meta})
+        atomic_write_json(
+            tmp / "frontload_export.json", {"tokenizer_fingerprint": tokenizer.fingerprint, **(meta or {})}
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -188,10 +192,7 @@ def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         config,
         ckpt_dir / "tokenizer",
         out_dir,
-        checkpoint=str(ckpt_dir),
-        phase=meta.get("phase"),
-        step=meta.get("step"),
-        model=as_dict(config),
+        {"checkpoint": str(ckpt_dir), "phase": meta.get("phase"), "step": meta.get("step"), "model": as_dict(config)},
     )
 
 

