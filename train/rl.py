@@ -497,6 +497,13 @@ class GRPOBatches:
 
         cfg = self.config
         policy = unwrap(self.state.model)
+        sampling = dict(
+            n=cfg.group_size,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=seed,
+        )
         if cfg.rollout_backend == "vllm":
             from frontload.train.rl_vllm import VLLMRollouts
 
@@ -515,30 +522,13 @@ class GRPOBatches:
                 self.timings["sync_s"] += self.engine.update_weights(policy)
                 self._engine_step = self.state.step
             t0 = time.perf_counter()
-            out = self.engine.generate(
-                texts,
-                n=cfg.group_size,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                seed=seed,
-            )
+            out = self.engine.generate(texts, **sampling)
             self.timings["generate_s"] += time.perf_counter() - t0
             return out, True
         from frontload.train.generate import generate
 
         t0 = time.perf_counter()
-        out = generate(
-            policy,
-            self.tokenizer,
-            texts,
-            n=cfg.group_size,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            seed=seed,
-            batch_size=cfg.generation_batch,
-        )
+        out = generate(policy, self.tokenizer, texts, batch_size=cfg.generation_batch, **sampling)
         self.timings["generate_s"] += time.perf_counter() - t0
         return out, False
 

@@ -156,9 +156,19 @@ class VLLMRollouts:
         return completions
 
     def close(self) -> None:
-        """Shut the engine down and free its KV cache."""
+        """Shut the engine down and free its KV cache; the trainer's process group survives."""
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None:
-            with contextlib.suppress(Exception):  # best effort at exit
+        if llm is None:
+            return
+        import torch.distributed as dist
+
+        # An in-process engine joined the trainer's default process group instead of making its own;
+        # its shutdown would destroy that group under Megatron's feet, so that one call is skipped.
+        destroy = dist.destroy_process_group
+        dist.destroy_process_group = lambda *args, **kwargs: None
+        try:
+            with contextlib.suppress(Exception):  # best effort: the engine is dropped either way
                 llm.llm_engine.engine_core.shutdown()
-            del llm
+        finally:
+            dist.destroy_process_group = destroy
+        del llm
