@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from frontload.corpus.config import ConfigError, as_dict, from_mapping
 from frontload.corpus.errors import FrontloadError
+from frontload.corpus.mix import MixStage
 
 PHASES = ("pretrain", "sft", "rl")
 
@@ -81,29 +82,7 @@ class CorpusSection:
     source: SourceSection
     generate: dict[str, Any] | None = None  # frontload.synth GenerateConfig fields
     filters: dict[str, Any] | None = None  # frontload.filters FilterConfig fields; decontaminate = true uses [eval]
-
-
-@dataclass(kw_only=True)
-class MixStageSection:
-    """One stage of a phase's mix schedule: a budget and a blend of corpora by weight."""
-
-    tokens: float | None = None
-    samples: int | None = None
-    blend: dict[str, float]
-
-    def __post_init__(self) -> None:
-        if (self.tokens is None) == (self.samples is None):
-            raise ConfigError("tokens", "give exactly one of tokens or samples")
-        if any(w < 0 for w in self.blend.values()) or not any(w > 0 for w in self.blend.values()):
-            raise ConfigError("blend", f"weights must be non-negative and not all zero, got {self.blend}")
-
-
-@dataclass(kw_only=True)
-class SFTArmSection:
-    """An arm's SFT: a blend of corpora (SFT shards are built from their prompt/response fields)."""
-
-    blend: dict[str, float]
-    epochs: float | None = None  # overrides [sft].epochs
+    max_epochs: float | None = None  # repeat cap: the mix plan errors if this corpus is repeated more often
 
 
 @dataclass(kw_only=True)
@@ -119,8 +98,8 @@ class ArmSection:
     """``[[arms]]``: one arm of the ablation."""
 
     name: str
-    pretrain: list[MixStageSection]
-    sft: SFTArmSection | None = None
+    pretrain: list[MixStage]  # stages in order, each a budget (tokens/samples/epochs) and a blend
+    sft: MixStage | None = None  # e.g. { epochs = 2, blend = { reasoning_hq = 1.0 } }
     rl: RLArmSection | None = None
 
     def __post_init__(self) -> None:
@@ -155,9 +134,18 @@ class EvalSection:
     tasks: list[EvalTaskSection] = field(default_factory=list)
     after: list[Literal["pretrain", "sft", "rl"]] = field(default_factory=lambda: list(PHASES))
     samples: int = 4  # pass@1 is averaged over this many samples per question
-    temperature: float = 0.7
-    max_new_tokens: int = 96
-    perplexity_on: list[str] = field(default_factory=list)  # corpora whose held-out shards get a perplexity
+    temperature: float = 0.7  # sampling temperature (0 = greedy, then samples must be 1)
+    top_p: float = 1.0
+    max_new_tokens: int = 96  # answer budget per completion
+    pass_k: list[int] = field(default_factory=list)  # also report pass@k for these k
+    batch_size: int = 32  # completions decoded together
+    perplexity_on: list[str] = field(default_factory=list)  # corpora whose pretraining shards get a perplexity
+
+    def decoding(self) -> dict[str, Any]:
+        """The fields of the evaluator's EvalConfig."""
+        return {
+            k: getattr(self, k) for k in ("samples", "temperature", "top_p", "max_new_tokens", "pass_k", "batch_size")
+        }
 
 
 @dataclass(kw_only=True)
@@ -209,10 +197,10 @@ def _check_references(study: Study, where: str) -> None:
         raise ConfigError(f"{where}[study].baseline", f"no arm named {study.study.baseline!r}")
     for a, arm in enumerate(study.arms):
         for s, stage in enumerate(arm.pretrain):
-            for src in stage.blend:
+            for src in stage.weights:
                 need(src, f"{where}[[arms]][{a}] ({arm.name}).pretrain[{s}].blend.{src}")
         if arm.sft:
-            for src in arm.sft.blend:
+            for src in arm.sft.weights:
                 need(src, f"{where}[[arms]][{a}] ({arm.name}).sft.blend.{src}")
         if arm.rl:
             need(arm.rl.problems, f"{where}[[arms]][{a}] ({arm.name}).rl.problems")
@@ -278,6 +266,34 @@ def model_config(study: Study, vocab_size: int | None = None):
     return from_mapping(ModelConfig, table, f"{study.path}: [model]")
 
 
+# Fields of the phase configs that the runner sets itself; a study file may not.
+RUNNER_FIELDS = frozenset(
+    {"run_dir", "shards", "mix", "plan", "tokenizer", "arm", "init_from", "seed", "model", "prompts", "progress"}
+)
+
+
+def phase_config(study: Study, phase: str, **managed: Any):
+    """``[pretrain]``/``[sft]``/``[rl]`` merged with what the runner sets, as the phase's config class."""
+    if phase == "pretrain":
+        from frontload.train.pretrain import PretrainConfig as cls
+    elif phase == "sft":
+        from frontload.train.sft import SFTConfig as cls
+    else:
+        from frontload.train.rl import RLConfig as cls
+    table = getattr(study, phase)
+    where = f"{study.path}: [{phase}]"
+    for key in table:
+        if key in RUNNER_FIELDS:
+            raise ConfigError(f"{where}.{key}", "is set by the study runner; remove it from the study file")
+    return from_mapping(cls, {**table, **managed}, where)
+
+
 def _check_stage_tables(study: Study, where: str) -> None:
     # Stage tables are checked by the stages' own config classes, so a typo fails before any work.
-    model_config(study)
+    model = model_config(study)
+    phase_config(study, "pretrain", run_dir="-", plan="-", model=model)
+    phase_config(study, "sft", run_dir="-", plan="-", init_from="-")
+    phase_config(study, "rl", run_dir="-", init_from="-", prompts="-")
+    from frontload.train.evaluate import EvalConfig
+
+    from_mapping(EvalConfig, study.eval.decoding(), f"{where}[eval]")

@@ -51,7 +51,7 @@ def test_every_step_is_planned_in_dependency_order(tmp_path):
 
 def test_changing_only_sft_reuses_corpora_shards_and_pretraining(tmp_path):
     _mark_all_done(build_plan(_study(tmp_path)))
-    rerun = _to_run(tmp_path, lambda t: t.replace("[sft]\nlr = 1e-3", "[sft]\nlr = 5e-4"))
+    rerun = _to_run(tmp_path, lambda t: t.replace("optim = { lr = 1e-3 }", "optim = { lr = 5e-4 }"))
     assert rerun == {
         "sft:baseline",
         "sft:front_loaded",
@@ -104,10 +104,14 @@ def test_a_killed_data_step_is_rebuilt_and_a_killed_training_step_resumes(tmp_pa
         ),
         (
             lambda t: t.replace("web = 0.5, reasoning = 0.5", "web = 0.0, reasoning = 0.0"),
-            r"\[\[arms\]\]\[1\]\.pretrain\[1\]\.blend: weights must be non-negative and not all zero",
+            r"\[\[arms\]\]\[1\]\.pretrain\[1\]\.blend: all weights are zero",
         ),
         (lambda t: t + "\n[extra]\nx = 1\n", r"\[extra\]: unknown table"),
-        (lambda t: t.replace("[pretrain]\nlr = 3e-3", "[pretrain]\nlrr = 3e-3"), r"\[pretrain\]\.lrr: unknown key"),
+        (
+            lambda t: t.replace("optim = { lr = 3e-3 }", "optim = { lrr = 3e-3 }"),
+            r"\[pretrain\]\.optim\.lrr: unknown key",
+        ),
+        (lambda t: t.replace("[rl]\n", "[rl]\nrun_dir = 'x'\n"), r"\[rl\]\.run_dir: is set by the study runner"),
     ],
 )
 def test_bad_study_files_name_file_table_and_key(tmp_path, edit, message):

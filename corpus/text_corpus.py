@@ -1,0 +1,46 @@
+"""General-text corpus folders from local files (JSONL, Parquet, saved HF datasets).
+
+Records are read through :mod:`frontload.corpus.readers` (datatrove readers that count and write
+rejects naming file and line) and written as a corpus folder: ``data/`` + ``rejects/`` +
+``manifest.json`` whose account balances: every input record is kept or dropped with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from datatrove.pipeline.writers import JsonlWriter
+
+from frontload.corpus.fingerprint import fingerprint, sha256_file
+from frontload.corpus.manifest import Account, Manifest
+
+
+def write_text_corpus(
+    out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], text_field: str = "text"
+) -> Manifest:
+    """Copy the documents of ``inputs`` into a corpus folder, dropping (and counting) bad records."""
+    from frontload.corpus.readers import RecordSpec, read_documents
+    from frontload.corpus.shards import count_rejects
+
+    out_dir = Path(out_dir)
+    rejects = out_dir / "rejects"
+    kept = 0
+    with JsonlWriter(str(out_dir / "data"), output_filename="${rank}.jsonl.gz") as writer:
+        for doc in read_documents(inputs, RecordSpec(text_field=text_field), rejects_dir=rejects):
+            writer.write(doc)
+            kept += 1
+    dropped = count_rejects(rejects) if rejects.exists() else {}
+    files = sorted(
+        p for i in inputs for p in ([Path(i)] if Path(i).is_file() else sorted(Path(i).rglob("*"))) if p.is_file()
+    )
+    manifest = Manifest(
+        kind="corpus",
+        fingerprint=fingerprint("text_corpus", text_field, [sha256_file(p) for p in files]),
+        config={"source": {"kind": "files", "paths": [str(i) for i in inputs], "text_field": text_field}},
+        counts={"documents": kept},
+        account=Account(inputs=kept + sum(dropped.values()), kept=kept, dropped=dropped),
+    )
+    manifest.write(out_dir)
+    return manifest
