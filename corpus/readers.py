@@ -1,0 +1,403 @@
+"""Document readers: JSONL (.jsonl, .jsonl.gz), Parquet and saved Hugging Face datasets, as datatrove steps.
+
+:func:`make_reader` turns input paths (files, folders, corpus folders, ``save_to_disk`` datasets)
+into one datatrove :class:`CorpusReader` step that yields :class:`datatrove.data.Document` s and
+shards its files across datatrove tasks by rank.
+
+Invariants:
+
+* Nothing is lost silently. Every input record becomes a document or a reject: a malformed JSONL
+  line, invalid UTF-8, a record that is not an object, a missing or non-string text field, an
+  empty text. A reject is counted by reason (datatrove stats ``dropped/<reason>``), and written as
+  one JSON line ``{file, line, reason, error, raw}`` to ``rejects/<rank>.jsonl`` when a rejects
+  folder is given; with ``on_error="raise"`` the first one raises a :class:`ReadError` naming the
+  file and line (1-based; the row number for Parquet and datasets).
+* A rejects file appears only when its task finished reading (temporary name, then rename).
+* Fields are dotted paths into the raw record (``metadata.prompt``); a record's other keys become
+  its metadata, as datatrove's own readers do.
+* SFT reading (``sft=True``) yields documents whose metadata holds ``prompt`` and ``response``
+  (from the configured fields or from chat ``messages``) and whose text is ``prompt + response``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.readers import JsonlReader, ParquetReader
+from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
+
+from frontload.corpus.chat import ASSISTANT, END, SYSTEM, USER
+from frontload.corpus.errors import FrontloadError
+from frontload.corpus.manifest import MANIFEST_NAME
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".ndjson.gz", ".json")
+PARQUET_SUFFIXES = (".parquet",)
+REJECT_RAW_CHARS = 500
+DROP_REASONS = ("malformed_json", "invalid_utf8", "not_an_object", "missing_field", "bad_type", "empty_text")
+
+
+class ReadError(FrontloadError):
+    """A bad input record when ``on_error="raise"``; the message names file and line."""
+
+
+@dataclass(kw_only=True)
+class RecordSpec:
+    """Which fields of a raw record make a document."""
+
+    text_field: str = "text"  # dotted path of the text (pretraining)
+    sft: bool = False  # read prompt/response pairs instead of plain text
+    prompt_field: str = "metadata.prompt"  # dotted path of the prompt (SFT)
+    response_field: str = "metadata.response"  # dotted path of the response (SFT)
+    messages_field: str = "messages"  # chat messages [{role, content}], used when prompt/response are absent
+    id_field: str = "id"  # dotted path of the record id; "<file>:<line>" when absent
+
+
+class Reject(Exception):
+    """One bad record: ``reason`` is a key of the drop account."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+
+
+_MISSING = object()
+
+
+def get_field(record: dict[str, Any], dotted: str) -> Any:
+    """Value at a dotted path (``metadata.prompt``), or a sentinel when absent."""
+    cur: Any = record
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def render_messages(messages: Any) -> tuple[str, str]:
+    """``(prompt, response)`` of a chat: every turn before the last assistant turn is prompt."""
+    if not isinstance(messages, list) or not messages:
+        raise Reject("bad_type", "messages must be a non-empty list of {role, content}")
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant":
+        raise Reject("missing_field", "the last message must have role 'assistant'")
+    parts = []
+    for m in messages[:-1]:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            raise Reject("bad_type", "each message needs a string 'content'")
+        role, content = m.get("role"), m["content"]
+        if role == "system":
+            parts.append(f"{SYSTEM}\n{content.strip()}\n")
+        elif role == "user":
+            parts.append(f"{USER}\n{content.strip()}\n")
+        elif role == "assistant":
+            parts.append(f"{ASSISTANT}\n{content}{'' if content.endswith(END) else END}")
+        else:
+            raise Reject("bad_type", f"unknown message role {role!r}")
+    content = last.get("content")
+    if not isinstance(content, str):
+        raise Reject("bad_type", "each message needs a string 'content'")
+    return "".join(parts) + f"{ASSISTANT}\n", content
+
+
+def _string(value: Any, name: str, hint: str) -> str:
+    if value is _MISSING:
+        raise Reject("missing_field", f"no field {name!r}{hint}")
+    if not isinstance(value, str):
+        raise Reject("bad_type", f"field {name!r} is {type(value).__name__}, not a string")
+    return value
+
+
+class RecordChecker:
+    """Turns raw records into Documents or rejects, and keeps the rejects file of one task."""
+
+    def __init__(self, spec: RecordSpec, on_error: str, rejects_dir: str | None) -> None:
+        if on_error not in ("drop", "raise"):
+            raise FrontloadError(f"on_error must be 'drop' or 'raise', got {on_error!r}")
+        self.spec = spec
+        self.on_error = on_error
+        self.rejects_dir = rejects_dir
+        self._sink: Any = None
+        self._sink_paths: tuple[Path, Path] | None = None
+        self.counts: dict[str, int] = {}
+        self.step: PipelineStep | None = None
+
+    # -- the rejects file of one task --------------------------------------------------------
+    def open(self, rank: int) -> None:
+        if self.rejects_dir is None:
+            return
+        folder = Path(self.rejects_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{rank:05d}.jsonl"
+        tmp = folder / f".{rank:05d}.jsonl.tmp"
+        self._sink_paths = (tmp, final)
+        self._sink = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in finish()
+
+    def finish(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            tmp, final = self._sink_paths
+            os.replace(tmp, final)
+            self._sink = None
+
+    def reject(self, source: str, line: int, reason: str, error: str, raw: Any) -> None:
+        where = f"{source}:{line}"
+        if self.on_error == "raise":
+            raise ReadError(f"{where}: {reason}: {error}")
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self.step is not None:
+            self.step.stat_update(f"dropped/{reason}")
+        if self._sink is not None:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", errors="replace")
+            elif not isinstance(raw, str):
+                raw = json.dumps(raw, ensure_ascii=False, default=str)
+            record = {"file": source, "line": line, "reason": reason, "error": error, "raw": raw[:REJECT_RAW_CHARS]}
+            self._sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    # -- records ---------------------------------------------------------------------------
+    def document(self, record: Any, source: str, line: int) -> Document | None:
+        """The Document of a raw record, or None after counting/writing the reject."""
+        try:
+            return self._build(record, source, line)
+        except Reject as r:
+            self.reject(source, line, r.reason, r.error, record)
+            return None
+
+    def _build(self, record: Any, source: str, line: int) -> Document:
+        spec = self.spec
+        if not isinstance(record, dict):
+            raise Reject("not_an_object", f"expected a JSON object, got {type(record).__name__}")
+        if spec.sft:
+            prompt = get_field(record, spec.prompt_field)
+            response = get_field(record, spec.response_field)
+            if prompt is _MISSING and response is _MISSING and get_field(record, spec.messages_field) is not _MISSING:
+                prompt, response = render_messages(get_field(record, spec.messages_field))
+            hint = f" (nor {spec.messages_field!r})"
+            prompt = _string(prompt, spec.prompt_field, hint)
+            response = _string(response, spec.response_field, hint)
+            if not response.strip():
+                raise Reject("empty_text", f"field {spec.response_field!r} is empty")
+            text = prompt + response
+        else:
+            text = _string(get_field(record, spec.text_field), spec.text_field, f" (keys: {sorted(record)[:10]})")
+            if not text.strip():
+                raise Reject("empty_text", f"field {spec.text_field!r} is empty")
+        doc_id = get_field(record, spec.id_field)
+        metadata = record.get("metadata")
+        metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        for k, v in record.items():
+            if k not in ("metadata", "text", spec.id_field.split(".")[0]) and k != spec.text_field:
+                metadata.setdefault(k, v)
+        if spec.sft:
+            metadata["prompt"], metadata["response"] = prompt, response
+        return Document(
+            text=text, id=str(doc_id) if doc_id is not _MISSING else f"{Path(source).name}:{line}", metadata=metadata
+        )
+
+
+class CheckedJsonlReader(JsonlReader):
+    """datatrove's JsonlReader, reading bytes per line so that bad lines are counted and named."""
+
+    def __init__(self, data_folder: str, checker: RecordChecker, **kwargs: Any) -> None:
+        super().__init__(data_folder, add_file_path=False, **kwargs)
+        self.checker = checker
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import orjson
+
+        source = self.data_folder.resolve_paths(filepath)
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+            for li, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue  # a blank line holds no record
+                with self.track_time():
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        self.checker.reject(source, li, "invalid_utf8", str(e), raw)
+                        continue
+                    try:
+                        record = orjson.loads(raw)
+                    except orjson.JSONDecodeError as e:
+                        self.checker.reject(source, li, "malformed_json", str(e), raw)
+                        continue
+                    doc = self.checker.document(record, source, li)
+                if doc is not None:
+                    yield doc
+
+
+class CheckedParquetReader(ParquetReader):
+    """datatrove's ParquetReader with per-row checks; ``line`` in a reject is the 1-based row."""
+
+    def __init__(self, data_folder: str, checker: RecordChecker, **kwargs: Any) -> None:
+        super().__init__(data_folder, **kwargs)
+        self.checker = checker
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import pyarrow.parquet as pq
+
+        source = self.data_folder.resolve_paths(filepath)
+        row = 0
+        with self.data_folder.open(filepath, "rb") as f, pq.ParquetFile(f) as pqf:
+            for batch in pqf.iter_batches(batch_size=self.batch_size):
+                docs = []
+                with self.track_time("batch"):
+                    for record in batch.to_pylist():
+                        row += 1
+                        doc = self.checker.document(record, source, row)
+                        if doc is not None:
+                            docs.append(doc)
+                yield from docs
+
+
+class SavedDatasetReader(BaseReader):
+    """A dataset saved with ``datasets.Dataset.save_to_disk``, split into contiguous row ranges per rank."""
+
+    name = "🤗 saved dataset"
+    _requires_dependencies = ["datasets"]
+
+    def __init__(self, path: str, checker: RecordChecker, split: str | None = None, batch_size: int = 1000) -> None:
+        super().__init__()
+        self.path = path
+        self.split = split
+        self.checker = checker
+        self.batch_size = batch_size
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datasets import DatasetDict, load_from_disk
+
+        if data:
+            yield from data
+        ds = load_from_disk(self.path)
+        if isinstance(ds, DatasetDict):
+            if self.split is None:
+                if len(ds) != 1:
+                    raise FrontloadError(f"{self.path}: a dataset with splits {list(ds)}; name one as PATH::SPLIT")
+                self.split = next(iter(ds))
+            ds = ds[self.split]
+        n = len(ds)
+        start, stop = n * rank // world_size, n * (rank + 1) // world_size
+        row = start
+        for batch in ds.select(range(start, stop)).iter(self.batch_size):
+            docs = []
+            with self.track_time("batch"):
+                for values in zip(*batch.values()):
+                    row += 1
+                    doc = self.checker.document(dict(zip(batch, values)), self.path, row)
+                    if doc is not None:
+                        docs.append(doc)
+            yield from docs
+
+
+class CorpusReader(PipelineStep):
+    """One datatrove reader step over several inputs; owns the checks and the rejects file."""
+
+    name = "📖 frontload corpus reader"
+    type = "📖 - READER"
+
+    def __init__(self, inputs: Sequence[str | os.PathLike], checker: RecordChecker, doc_progress: bool = False):
+        super().__init__()
+        self.inputs = [str(p) for p in inputs]
+        self.checker = checker
+        self.readers = [self._reader_for(Path(p), doc_progress) for p in self.inputs]
+
+    def _reader_for(self, path: Path, doc_progress: bool) -> PipelineStep:
+        split = None
+        if "::" in str(path):
+            base, split = str(path).split("::", 1)
+            path = Path(base)
+        if not path.exists():
+            raise FrontloadError(f"{path}: no such input file or folder")
+        common = dict(doc_progress=doc_progress, file_progress=False)
+        if path.is_file():
+            name = path.name
+            # datatrove turns a plain name into "*name", which would also match "other_name"; a character
+            # class makes the pattern match this one file only.
+            exact = f"[{name[0]}]{glob.escape(name[1:])}" if name[0] not in "[]!" else glob.escape(name)
+            if name.endswith(PARQUET_SUFFIXES):
+                return CheckedParquetReader(
+                    str(path.parent), self.checker, glob_pattern=exact, recursive=False, **common
+                )
+            if name.endswith(JSONL_SUFFIXES):
+                return CheckedJsonlReader(
+                    str(path.parent), self.checker, glob_pattern=exact, recursive=False, **common
+                )
+            raise FrontloadError(
+                f"{path}: unknown input format (expected {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)})"
+            )
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return SavedDatasetReader(str(path), self.checker, split=split)
+        manifest = path / MANIFEST_NAME
+        if manifest.exists() and (path / "data").is_dir():
+            path = path / "data"  # a corpus folder: its documents, never its rejects
+        files = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+        if any(p.name.endswith(JSONL_SUFFIXES) for p in files):
+            return CheckedJsonlReader(str(path), self.checker, glob_pattern="**/*.jsonl*", **common)
+        if any(p.name.endswith(PARQUET_SUFFIXES) for p in files):
+            return CheckedParquetReader(str(path), self.checker, glob_pattern="**/*.parquet", **common)
+        raise FrontloadError(f"{path}: no JSONL or Parquet files and not a saved dataset")
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        self.checker.step = self
+        self.checker.open(rank)
+        for doc in self._documents(rank, world_size):
+            self.stat_update("kept")
+            yield doc
+        self.checker.finish()
+
+    def _documents(self, rank: int, world_size: int) -> DocumentsPipeline:
+        # Files of all inputs are dealt out together, so one-file inputs still spread over the tasks.
+        units = []
+        for reader in self.readers:
+            if isinstance(reader, BaseDiskReader):
+                files = reader.data_folder.list_files(recursive=reader.recursive, glob_pattern=reader.glob_pattern)
+                units += [(reader, f) for f in files]
+        for reader, f in units[rank::world_size]:
+            yield from reader.read_files_shard([f])
+        for reader in self.readers:
+            if isinstance(reader, SavedDatasetReader):
+                yield from reader.run(None, rank, world_size)  # split by contiguous row ranges
+
+
+def make_reader(
+    inputs: Sequence[str | os.PathLike],
+    spec: RecordSpec | None = None,
+    *,
+    on_error: str = "drop",
+    rejects_dir: str | os.PathLike | None = None,
+    doc_progress: bool = False,
+) -> CorpusReader:
+    """A datatrove reader step over ``inputs``; bad records are dropped (counted) or raise, per ``on_error``."""
+    if not inputs:
+        raise FrontloadError("no inputs given")
+    checker = RecordChecker(spec or RecordSpec(), on_error, str(rejects_dir) if rejects_dir is not None else None)
+    return CorpusReader(inputs, checker, doc_progress=doc_progress)
+
+
+def read_documents(
+    inputs: Sequence[str | os.PathLike],
+    spec: RecordSpec | None = None,
+    *,
+    on_error: str = "drop",
+    rejects_dir: str | os.PathLike | None = None,
+) -> Iterator[Document]:
+    """Documents of ``inputs`` read in this process (one task); see :func:`make_reader`."""
+    reader = make_reader(inputs, spec, on_error=on_error, rejects_dir=rejects_dir)
+    yield from reader.run(None, 0, 1)
+
+
+def iter_texts(inputs: Sequence[str | os.PathLike], text_field: str = "text") -> Iterator[str]:
+    """The text of every document in ``inputs`` (bad records dropped)."""
+    for doc in read_documents(inputs, RecordSpec(text_field=text_field)):
+        yield doc.text
