@@ -29,6 +29,11 @@ def _kv(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _generator_kwargs(args: argparse.Namespace) -> dict:
+    keys = ("n", "seed", "difficulty", "templates", "holdout")
+    return {"families": args.family, **{k: getattr(args, k) for k in keys}}
+
+
 def cmd_families(args: argparse.Namespace) -> int:
     from frontload.synth.families import FAMILIES
 
@@ -45,17 +50,7 @@ def _print_manifest(m, out) -> None:
 def cmd_problems(args: argparse.Namespace) -> int:
     from frontload.synth.sources import write_problems
 
-    m = write_problems(
-        args.output,
-        families=args.family,
-        n=args.n,
-        seed=args.seed,
-        difficulty=args.difficulty,
-        style=args.style,
-        templates=args.templates,
-        holdout=args.holdout,
-        overwrite=args.overwrite,
-    )
+    m = write_problems(args.output, style=args.style, overwrite=args.overwrite, **_generator_kwargs(args))
     _print_manifest(m, args.output)
     return 0
 
@@ -63,15 +58,7 @@ def cmd_problems(args: argparse.Namespace) -> int:
 def cmd_eval_tasks(args: argparse.Namespace) -> int:
     from frontload.synth.sources import write_eval_tasks
 
-    path = write_eval_tasks(
-        args.output,
-        families=args.family,
-        n=args.n,
-        seed=args.seed,
-        difficulty=args.difficulty,
-        templates=args.templates,
-        holdout=args.holdout,
-    )
+    path = write_eval_tasks(args.output, **_generator_kwargs(args))
     print(f"wrote {path}")
     return 0
 
@@ -161,14 +148,18 @@ def add_commands(subparsers) -> None:
     _generator_args(p)
     p.set_defaults(func=cmd_eval_tasks)
 
-    p = sub.add_parser("import", help="turn a local JSONL/Parquet file, saved HF dataset or reasoning-gym into problems")
+    p = sub.add_parser(
+        "import", help="turn a local JSONL/Parquet file, saved HF dataset or reasoning-gym into problems"
+    )
     p.add_argument("path", nargs="?", help="a .jsonl/.parquet file or folder, or a datasets.save_to_disk folder")
     p.add_argument("-o", "--output", required=True, help="output corpus folder")
     p.add_argument("--format", choices=["auto", "jsonl", "parquet", "hf"], default="auto", help="input format")
     p.add_argument("--question-field", default="question", help="field holding the problem text")
     p.add_argument("--answer-field", default="answer", help="field holding the gold answer")
     p.add_argument("--solution-field", default=None, help="field holding a worked solution (becomes the trace)")
-    p.add_argument("--answer-after", default=None, help="keep the answer text after the last occurrence of this marker")
+    p.add_argument(
+        "--answer-after", default=None, help="keep the answer text after the last occurrence of this marker"
+    )
     p.add_argument("--family-label", default="external", help="family name written into the records")
     p.add_argument("--split", default=None, help="split of a saved DatasetDict")
     p.add_argument("--n", type=int, default=None, help="read at most N records (reasoning-gym: N per dataset)")

@@ -615,9 +615,21 @@ def gen_word_problem(rng: random.Random, difficulty: int, detailed: bool, k: int
 # counting objects or letters
 
 
+def _running_count(items: Sequence, target, label: str, every: bool, steps: list[str]) -> int:
+    """Count ``target`` in ``items``, one step per hit (per item when ``every``)."""
+    count = 0
+    for i, item in enumerate(items, 1):
+        if item == target:
+            count += 1
+            steps.append(f"{label} {i} is {item}: count {count}")
+        elif every:
+            steps.append(f"{label} {i} is {item}: not counted")
+    return count
+
+
 def gen_counting(rng: random.Random, difficulty: int, detailed: bool, k: int) -> tuple[str, str, list[str]]:
     if rng.random() < 0.3:
-        word = _pick(rng, WORDS, max(k, 2))
+        word = _pick(rng, WORDS, k)
         letter = rng.choice(sorted(set(word)))
         phrase = _pick(
             rng,
@@ -629,11 +641,7 @@ def gen_counting(rng: random.Random, difficulty: int, detailed: bool, k: int) ->
             k,
         )
         steps = [f'Spell "{word}" letter by letter and keep a running count of "{letter}".'] if detailed else []
-        count = 0
-        for i, ch in enumerate(word, 1):
-            if ch == letter:
-                count += 1
-                steps.append(f"letter {i} is {ch}: count {count}")
+        count = _running_count(word, letter, "letter", False, steps)
         steps.append(f'"{letter}" appears {count} times.')
         return phrase.format(l=letter, w=word), str(count), steps
     objs = _pick(rng, OBJECT_SETS, k)
@@ -651,13 +659,7 @@ def gen_counting(rng: random.Random, difficulty: int, detailed: bool, k: int) ->
         k,
     )
     steps = [f"Go through the {n} entries and count each {target}."] if detailed else []
-    count = 0
-    for i, o in enumerate(seq, 1):
-        if o == target:
-            count += 1
-            steps.append(f"entry {i} is {o}: count {count}")
-        elif detailed:
-            steps.append(f"entry {i} is {o}: not counted")
+    count = _running_count(seq, target, "entry", detailed, steps)
     steps.append(f"{target} appears {count} times.")
     return phrase.format(s=", ".join(seq), t=target), str(count), steps
 
