@@ -76,7 +76,7 @@ def _open_shard(folder: Path, prefix: str, dtype: str, problems: list[str]):
         problems.append(f"{idx}: dtype {got}, expected {dtype}")
         return None
     lengths = ds.sequence_lengths.astype(np.int64)
-    pointers = ds.sequence_pointers.astype(np.int64)
+    pointers = ds.index.sequence_pointers.astype(np.int64)
     itemsize = _ITEMSIZE[dtype]
     expected_pointers = np.concatenate([[0], np.cumsum(lengths)[:-1]]) * itemsize if len(lengths) else lengths
     if (lengths < 0).any() or not np.array_equal(pointers, expected_pointers):
