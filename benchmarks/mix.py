@@ -8,12 +8,13 @@ source alone, 40% of the samples; stage 1: all three at 0.5/0.3/0.2). Measured i
 * plan: ``plan_mix`` (reads manifests and ``.idx`` files, runs Megatron's blending index);
 * build cold: ``build_phase_dataset`` into an empty cache directory (Megatron builds and saves
   every GPTDataset/BlendedDataset index), and build warm: the same call again (loads the caches);
-* iteration, samples/s over the same number of consecutive samples, for (a) the baseline, one plain
-  Megatron ``GPTDataset`` on one prefix (its index loaded from the cache, memory-mapped, like ours), (b) stage 1's ``BlendedDataset`` alone, (c) our
-  ``PhaseDataset`` (adds source/stage labels and the stage lookup).
+* iteration, samples/s over the same number of consecutive samples (best of 5 interleaved passes)
+  for (a) the baseline, one plain Megatron ``GPTDataset`` on one prefix (its index loaded from the
+  cache, memory-mapped, like ours), (b) stage 1's ``BlendedDataset`` alone, (c) our ``PhaseDataset``
+  (adds source/stage labels and the stage lookup).
 
 Default: 1M samples of 128 tokens (a minute or two on two cores). ``--full``: 10M samples of 128
-tokens over 3 x 100M tokens of shards (each source repeated up to ~4 epochs, as the caps allow).
+tokens over 3 x 100M tokens of shards (web is read ~6 epochs, the others ~2.6).
 
     .venv/bin/python benchmarks/mix.py            # small default
     .venv/bin/python benchmarks/mix.py --full     # >= 10M samples

@@ -710,6 +710,7 @@ def build_phase_dataset(
                 stream_samples=stream_samples,
                 stream_offsets=offsets,
                 mask_prefixes=mask_prefixes,
+                identity=ph.fingerprint,
             )
             dataset = BlendedMegatronDatasetBuilder(
                 StreamGPTDataset, [st.samples, 0, 0], lambda: True, config

@@ -66,6 +66,7 @@ class StreamDatasetConfig(GPTDatasetConfig):
     stream_samples: dict = field(default_factory=dict)  # prefix path -> samples of its stream over the phase
     stream_offsets: dict = field(default_factory=dict)  # prefix path -> first stream sample of this stage
     mask_prefixes: dict = field(default_factory=dict)  # prefix path -> its _mask prefix (SFT shard sets)
+    identity: str = ""  # the phase plan's fingerprint: shard contents, stages, seq_len and seed
 
 
 class StreamGPTDataset(GPTDataset):
@@ -82,6 +83,12 @@ class StreamGPTDataset(GPTDataset):
         self.masked = isinstance(indexed_dataset, MaskedIndexedDataset)
         stream = int(config.stream_samples[dataset_path])
         super().__init__(indexed_dataset, dataset_path, indexed_indices, stream, index_split, config)
+
+    @staticmethod
+    def _key_config_attributes() -> list[str]:
+        # Megatron keys its index cache on the prefix path; a shard set rebuilt in place with other
+        # documents must not hit the old index, so the plan's fingerprint joins the key.
+        return [*GPTDataset._key_config_attributes(), "identity"]
 
     @staticmethod
     def build_low_level_dataset(dataset_path: str, config: StreamDatasetConfig):

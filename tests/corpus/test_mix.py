@@ -233,3 +233,18 @@ def test_stage_mixing_sft_and_plain_text_pickles_for_workers(shards, tmp_path):
         if a["source"] == "web":
             assert bool((a["loss_mask"] == 1).all())  # plain text: loss on every token
     assert kinds == {"web", "chat"}
+
+
+def test_shards_rebuilt_in_place_do_not_hit_stale_index_caches(tmp_path):
+    """Same path and sample budget, other documents: the new build must not reuse the old index
+    (Megatron keys its cache on the path; a stale sample index would cut the new documents wrongly)."""
+    folder, cache = tmp_path / "code", tmp_path / "cache"
+    stage = [MixStage(tokens=2000, blend={"code": 1.0})]
+    dirs = {"code": write_shard_set(folder, text_docs(200, 300, 100, seed=2, min_len=9, max_len=10), fingerprint="v1")}
+    build_phase_dataset(plan_mix(stage, dirs, seq_len=SEQ, seed=1), dirs, cache)
+    write_shard_set(folder, text_docs(500, 600, 100, seed=2, min_len=39, max_len=40), fingerprint="v2")
+    new = build_phase_dataset(plan_mix(stage, dirs, seq_len=SEQ, seed=1), dirs, cache)
+    for k in range(len(new)):
+        tokens = new[k]["tokens"]
+        assert tokens.numel() == SEQ and int((tokens == EOD).sum()) <= 1  # documents are 40 tokens long
+        assert int(tokens[tokens != EOD].min()) >= 500
