@@ -117,6 +117,11 @@ def test_rl_logs_rewards_and_rollouts_and_hands_on_a_checkpoint(sft_checkpoint, 
     ref, _, _ = load_model(sft_checkpoint)
     changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
     assert changed
+    # the evaluation stage scores an RL checkpoint like any other
+    from frontload.train.evaluate import EvalConfig, TaskSpec, evaluate
+
+    (result,) = evaluate(ckpt, [TaskSpec(path=str(rl_set), limit=4)], EvalConfig(max_new_tokens=20, progress=False))
+    assert result.metric == "accuracy" and result.n_questions == 4
     # rerunning a finished run trains nothing more and returns the same checkpoint
     assert rl(_config(run_dir, sft_checkpoint, rl_set, steps=2)) == ckpt
     assert len(_metrics(run_dir)) == 4
