@@ -30,6 +30,7 @@ from frontload.analysis.schema import EVENT_TABLES, SCHEMA_VERSION, TABLE_BY_NAM
 from frontload.analysis.store import DB_NAME, StoreError, open_writable
 from frontload.analysis.views import PHASES_SQL, create_views
 from frontload.corpus.errors import FrontloadError
+from frontload.corpus.fingerprint import fingerprint
 
 KNOWN_EVENT_VERSIONS = (1,)
 KNOWN_FILE_VERSIONS = (1,)
@@ -38,6 +39,8 @@ _EVENT_FILE = re.compile(r"^(?P<kind>[A-Za-z0-9_]+)\.rank(?P<rank>\d+)\.jsonl$")
 # Folders that never hold anything the store reads (documents, weights' tokenizer copies, reports).
 _PRUNE = {"data", "rejects", "tokenizer", "__pycache__", "report", "node_modules"}
 _CHUNK = 1 << 24
+_SAMPLE = 1024  # lines sampled per file to find keys the schema does not name
+_VERSION_MARK = "frontload: unknown event version "
 _POLARS_TYPES = {"VARCHAR": "String", "JSON": "String", "BIGINT": "Int64", "INTEGER": "Int64", "DOUBLE": "Float64"}
 
 
@@ -405,22 +408,19 @@ def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> di
     return tables
 
 
-def _scan_new_bytes(path: Path, offset: int, size: int) -> tuple[int, int]:
-    """(end of the last complete line, newlines) within ``path[offset:size]``."""
-    lines, last_nl = 0, -1
+def _last_line_end(path: Path, offset: int, size: int) -> int:
+    """Byte position just past the last newline in ``path[offset:size]`` (``offset`` if there is none)."""
     with open(path, "rb") as f:
-        f.seek(offset)
-        pos = offset
-        while pos < size:
-            block = f.read(min(_CHUNK, size - pos))
-            if not block:
-                break
-            n = block.count(b"\n")
-            if n:
-                lines += n
-                last_nl = pos + block.rfind(b"\n")
-            pos += len(block)
-    return last_nl + 1 if last_nl >= 0 else offset, lines
+        pos = size
+        while pos > offset:
+            start = max(offset, pos - (1 << 16))
+            f.seek(start)
+            block = f.read(pos - start)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                return start + i + 1
+            pos = start
+    return offset
 
 
 def _copy_slice(path: Path, start: int, end: int, dest: Path) -> None:
@@ -454,6 +454,7 @@ class _EventLoader:
             ).fetchall()
         }
         self.next_id = 1 + (con.execute("SELECT max(file_id) FROM ingest_files").fetchone()[0] or 0)
+        self.changed = False  # whether any event table changed (then `phases` is rebuilt)
 
     def close(self) -> None:
         for p in self.tmp.iterdir():
@@ -479,15 +480,11 @@ class _EventLoader:
             # The file was replaced by a shorter one (a run folder rebuilt): its old rows go, all is re-read.
             self.report.warnings.append(f"{rel}: shorter than what was ingested before; re-reading it")
             self.con.execute(f"DELETE FROM {table.name} WHERE file_id = ?", [file_id])
+            self.changed = True
             self.report.new_rows[table.name] = self.report.new_rows.get(table.name, 0) - rows
             offset, lines, rows, bad = 0, 0, 0, 0
-        end, new_lines = _scan_new_bytes(path, offset, size) if size > offset else (offset, 0)
+        end = _last_line_end(path, offset, size) if size > offset else offset
         partial = size - end
-        if partial:
-            self.report.warnings.append(
-                f"{rel}: {partial} bytes after the last complete line (a writer killed or still writing); "
-                f"ingested up to line {lines + new_lines}, the rest waits for the next ingest"
-            )
         if file_id is None:
             file_id = self.next_id
             self.next_id += 1
@@ -497,7 +494,9 @@ class _EventLoader:
             if end > offset:
                 self.report.event_files_read += 1
                 added, bad_new = self._insert(table, path, rel, file_id, rank, offset, end, size)
+                self.changed = self.changed or added > 0
                 bad += bad_new
+                lines += added + bad_new
             self.con.execute("DELETE FROM ingest_files WHERE file_id = ?", [file_id])
             self.con.execute(
                 "INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -508,7 +507,7 @@ class _EventLoader:
                     run_ids.get(run_dir),
                     rank,
                     end,
-                    lines + new_lines,
+                    lines,
                     rows + added,
                     bad,
                     partial,
@@ -520,8 +519,15 @@ class _EventLoader:
             self.con.execute("ROLLBACK")
             raise
         self.report.new_rows[table.name] = self.report.new_rows.get(table.name, 0) + added
+        if partial:
+            self.report.warnings.append(
+                f"{rel}: {partial} bytes after the last complete line (a writer killed or still writing); "
+                f"ingested up to line {lines}, the rest waits for the next ingest"
+            )
 
     def _insert(self, table: Table, path: Path, rel: str, file_id: int, rank: int, start: int, end: int, size: int):
+        import duckdb
+
         src = path
         if start > 0 or end < size:
             src = self.tmp / f"{file_id}.jsonl"
@@ -530,62 +536,66 @@ class _EventLoader:
         known = [c for c in table.columns if c.name not in own]
         known_names = {c.name for c in known}
         try:
+            # Extra keys are found on a sample; each is read as JSON, which accepts any value.
             sampled = self.con.execute(
-                f"DESCRIBE SELECT * FROM read_ndjson({_sql_str(str(src))}, ignore_errors=true)"
+                f"DESCRIBE SELECT * FROM read_ndjson({_sql_str(str(src))}, ignore_errors=true, sample_size={_SAMPLE})"
             ).fetchall()
             extras = [r[0] for r in sampled if r[0] not in known_names]
-        except Exception:  # noqa: BLE001 - an unreadable sample only means no extra columns are detected
-            extras = []
+        except duckdb.Error:
+            extras = []  # an unreadable sample only means no extra columns are detected
         spec = ", ".join(f"{_sql_str(c.name)}: {_sql_str(c.type)}" for c in known)
         spec += "".join(f", {_sql_str(x)}: 'JSON'" for x in extras)
+        versions = ", ".join(map(str, KNOWN_EVENT_VERSIONS))
         select = [str(file_id), str(rank)]
         for c in known:
             col = _ident(c.name)
-            select.append(self.paths.norm_sql(col) if c.name == "checkpoint" else col)
+            if c.name == "checkpoint":
+                col = self.paths.norm_sql(col)
+            elif c.name == "v":
+                # Checked while inserting: an unknown version aborts this file's transaction, no extra scan.
+                col = f"CASE WHEN v IN ({versions}) THEN v ELSE error('{_VERSION_MARK}' || v::VARCHAR) END"
+            select.append(col)
         if extras:
             select.append("to_json(struct_pack(" + ", ".join(f"{_ident(x)} := {_ident(x)}" for x in extras) + "))")
         else:
             select.append("NULL")
         cols = ", ".join(_ident(c.name) for c in table.columns)
-        before = self.con.execute(f"SELECT count(*) FROM {table.name} WHERE file_id = ?", [file_id]).fetchone()[0]
         query = (
             f"INSERT INTO {table.name} ({cols}) SELECT {', '.join(select)} "
             f"FROM read_ndjson({_sql_str(str(src))}, columns={{{spec}}}{{opts}}) WHERE v IS NOT NULL"
         )
         bad = 0
         try:
-            self.con.execute(query.replace("{opts}", ""))
-        except Exception as e:  # noqa: BLE001 - duckdb raises several types for malformed input
-            import duckdb
-
-            if not isinstance(e, duckdb.Error):
+            try:
+                added = self.con.execute(query.replace("{opts}", "")).fetchone()[0]
+            except duckdb.Error as e:
+                if _VERSION_MARK in str(e):
+                    raise
+                # A malformed line in the middle (not just a torn tail): skip such lines, keep the rest, say so.
+                self.con.execute("ROLLBACK")
+                self.con.execute("BEGIN TRANSACTION")
+                added = self.con.execute(query.replace("{opts}", ", ignore_errors=true")).fetchone()[0]
+                bad = self.con.execute(
+                    f"SELECT count(*) FROM read_ndjson({_sql_str(str(src))}, columns={{'v': 'VARCHAR'}}, "
+                    "ignore_errors=true) WHERE v IS NULL"
+                ).fetchone()[0]
+                first = str(e).strip().splitlines()[0]
+                self.report.warnings.append(f"{rel}: {bad} unreadable line(s) skipped; first problem: {first}")
+        except duckdb.Error as e:
+            if _VERSION_MARK not in str(e):
                 raise
-            # A malformed line in the middle (not just a torn tail): skip such lines, keep the rest, say so.
-            self.con.execute("ROLLBACK")
-            self.con.execute("BEGIN TRANSACTION")
-            self.con.execute(query.replace("{opts}", ", ignore_errors=true"))
-            bad = self.con.execute(
-                f"SELECT count(*) FROM read_ndjson({_sql_str(str(src))}, columns={{'v': 'VARCHAR'}}, ignore_errors=true) "
-                "WHERE v IS NULL"
-            ).fetchone()[0]
-            first = str(e).strip().splitlines()[0]
-            self.report.warnings.append(f"{rel}: {bad} unreadable line(s) skipped; first problem: {first}")
-        wrong = self.con.execute(
-            f"SELECT v FROM {table.name} WHERE file_id = ? AND v NOT IN ({', '.join(map(str, KNOWN_EVENT_VERSIONS))}) LIMIT 1",
-            [file_id],
-        ).fetchone()
-        if wrong is not None:
+            found = str(e).split(_VERSION_MARK, 1)[1].split()[0]
             raise _VersionError(
-                f"{rel}: unknown event schema version v={wrong[0]} (this frontload reads {list(KNOWN_EVENT_VERSIONS)})"
-            )
-        after = self.con.execute(f"SELECT count(*) FROM {table.name} WHERE file_id = ?", [file_id]).fetchone()[0]
-        if src != path:
-            src.unlink()
-        return after - before, bad
+                f"{rel}: unknown event schema version v={found} (this frontload reads {list(KNOWN_EVENT_VERSIONS)})"
+            ) from None
+        finally:
+            if src != path:
+                src.unlink(missing_ok=True)
+        return added, bad
 
 
 class _VersionError(FrontloadError):
-    pass
+    """An event file of an unknown schema version; collected, then raised together as :class:`IngestError`."""
 
 
 def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: bool = True) -> IngestReport:
@@ -606,13 +616,18 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
     try:
         _prepare(con, db_path)
         tables = _small_tables(ws, paths, scan, errors)
-        con.execute("BEGIN TRANSACTION")
-        for name, rows in tables.items():
-            before = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-            con.execute(f"DELETE FROM {name}")
-            _insert_rows(con, TABLE_BY_NAME[name], rows)
-            report.new_rows[name] = len(rows) - before
-        con.execute("COMMIT")
+        # The small files are re-read every time; when nothing in them changed, their tables stay as they are.
+        small_fp = fingerprint(tables)
+        stored = con.execute("SELECT any_value(inputs_fingerprint) FROM store_info").fetchone()[0]
+        changed = stored != small_fp
+        if changed:
+            con.execute("BEGIN TRANSACTION")
+            for name, rows in tables.items():
+                before = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+                con.execute(f"DELETE FROM {name}")
+                _insert_rows(con, TABLE_BY_NAME[name], rows)
+                report.new_rows[name] = len(rows) - before
+            con.execute("COMMIT")
 
         run_ids = {folder: info["run_id"] for folder, info in scan.runs}
         report.event_files = len(scan.events)
@@ -630,12 +645,16 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
             loader.close()
 
         con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM phases")
-        con.execute(PHASES_SQL)
+        if changed or loader.changed:
+            con.execute("DELETE FROM phases")
+            con.execute(PHASES_SQL)
         con.execute("DELETE FROM store_info")
-        con.execute("INSERT INTO store_info VALUES (?, ?, ?)", [SCHEMA_VERSION, str(ws.resolve()), time.time()])
+        con.execute(
+            "INSERT INTO store_info VALUES (?, ?, ?, ?)", [SCHEMA_VERSION, str(ws.resolve()), time.time(), small_fp]
+        )
         con.execute("COMMIT")
-        con.execute("CHECKPOINT")
+        if changed or loader.changed:
+            con.execute("CHECKPOINT")
     finally:
         con.close()
     report.seconds = time.perf_counter() - started

@@ -303,6 +303,7 @@ TABLES: tuple[Table, ...] = (
             _c("schema_version", "INTEGER", "store schema version"),
             _c("workspace", "VARCHAR", "absolute workspace path at the last ingest"),
             _c("last_ingest", "DOUBLE", "unix time of the last ingest"),
+            _c("inputs_fingerprint", "VARCHAR", "fingerprint of what the small files held (unchanged: tables kept)"),
         ),
     ),
 )
