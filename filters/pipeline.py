@@ -173,8 +173,14 @@ class FilterRun:
         LocalPipelineExecutor(
             pipeline=pipeline, tasks=tasks, workers=min(self.workers, tasks), logging_dir=str(logs)
         ).run()
-        stats_file = logs / "stats.json"
-        return json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.exists() else None
+        # Merge every rank's own file: after a resume, the executor's stats.json holds only the ranks it reran.
+        from datatrove.utils.stats import PipelineStats
+
+        parts = [
+            PipelineStats.from_json(json.loads(p.read_text(encoding="utf-8")))
+            for p in sorted((logs / "stats").glob("*.json"))
+        ]
+        return json.loads(sum(parts, start=PipelineStats()).to_json()) if parts else None
 
     def _reader(self, folder: Path | str, progress: bool = False):
         from datatrove.pipeline.readers import JsonlReader
@@ -237,6 +243,8 @@ class FilterRun:
         except ManifestError:
             pass
         cfg, w = self.config, self.work
+        if (w / "logs").exists() and not (w / "scored").exists():
+            shutil.rmtree(w)  # finished once, then its manifest went missing: start over, not half-skipped
         for stale in ("data", "rejects", "run"):
             # Outputs of an earlier, different run would corrupt the account; work of this run is kept.
             if (self.out_dir / stale).exists() and not (w / "logs").exists():

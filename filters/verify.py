@@ -25,6 +25,7 @@ import logging
 import math
 import re
 import threading
+from functools import lru_cache
 from typing import Literal
 
 Verdict = Literal["correct", "wrong", "unparseable"]
@@ -191,7 +192,12 @@ def _to_number(text: str) -> float | None:
     return value.real if value.imag == 0 and math.isfinite(value.real) else None
 
 
+_INTEGER = re.compile(r"^-?\d+$")
+
+
+@lru_cache(maxsize=1 << 16)
 def _verify(gold: str, prediction: str, mode: str, rel_tol: float, abs_tol: float) -> Verdict:
+    # Rollouts repeat (gold, prediction) pairs a lot; the cache makes a repeat free.
     if mode == "exact":
         norm = lambda s: " ".join(_strip_wrappers(s).split())  # noqa: E731
         return "correct" if norm(gold) == norm(prediction) else "wrong"
@@ -209,6 +215,12 @@ def _verify(gold: str, prediction: str, mode: str, rel_tol: float, abs_tol: floa
         return "correct" if math.isclose(g, p, rel_tol=rel_tol, abs_tol=abs_tol) else "wrong"
     if is_textual(gold):
         return "correct" if normalize_text(gold) == normalize_text(prediction) else "wrong"
+    g, p = _strip_wrappers(gold), _strip_wrappers(prediction)
+    # Fast paths with math-verify's own answers: identical text, or two plain integers (most arithmetic).
+    if g == p:
+        return "correct"
+    if _INTEGER.match(g) and _INTEGER.match(p):
+        return "correct" if int(g) == int(p) else "wrong"
     gold_items = _split_list(gold)
     if gold_items is not None:
         pred_items = _split_list(prediction)

@@ -211,3 +211,30 @@ def test_bad_inputs_name_the_field_or_file(tmp_path):
     _write(tmp_path / "in" / "data" / "0.jsonl", make_records(1, 1))
     with pytest.raises(FrontloadError, match=r"bad.jsonl:2: no field 'question'"):
         run_filters(tmp_path / "in", tmp_path / "out", FilterConfig(decontaminate=[str(bad)]))
+
+
+def test_a_crashed_run_resumes_and_still_balances(tmp_path, monkeypatch):
+    from frontload.filters import dedup
+
+    rows = make_records(10, rollouts=2, seed=11, faults=True)
+    _write(tmp_path / "in" / "data" / "00000.jsonl", rows[:10])
+    _write(tmp_path / "in" / "data" / "00001.jsonl", rows[10:])
+    out = tmp_path / "out"
+    original = dedup.DropListFilter.filter
+
+    def crash(self, doc):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(dedup.DropListFilter, "filter", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_filters(tmp_path / "in", out, FilterConfig(), tasks=2)
+    assert not (out / "manifest.json").exists()
+    work = next((out / "work").iterdir())
+    assert len(list((work / "logs" / "1_score" / "completions").iterdir())) == 2  # scoring is not redone
+
+    monkeypatch.setattr(dedup.DropListFilter, "filter", original)
+    acc = run_filters(tmp_path / "in", out, FilterConfig(), tasks=2).account
+    assert acc.inputs == 20 and acc.balanced and acc.kept == len(_kept_ids(out))
+    events, _ = read_events(out / "run" / "events" / "stats.rank0.jsonl")
+    verify = [e for e in events if "verify answers" in e["step_name"]]
+    assert verify[-1]["inputs"] == 20  # stats merged from both ranks' files, not only the rerun ones
