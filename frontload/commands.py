@@ -29,7 +29,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return write_job_scripts(study, executor=args.executor, submit=not args.dry_run, partition=args.partition)
     return run_study(
-        study, dry_run=args.dry_run, only=args.only, report=not args.no_report, data_executor=args.data_executor
+        study,
+        dry_run=args.dry_run,
+        only=args.only,
+        report=not args.no_report,
+        data_executor=args.data_executor,
+        verbose=args.verbose,
     )
 
 
@@ -39,6 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.executor = "local"
     args.no_report = False
     args.data_executor = "local"
+    args.verbose = False
     return cmd_run(args)
 
 
@@ -65,6 +71,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="local runs here; slurm/ray write job scripts (and submit them unless --dry-run)",
     )
     run.add_argument("--no-report", action="store_true", help="skip the DuckDB ingest and report at the end")
+    run.add_argument("--verbose", action="store_true", help="also print datatrove's per-task logs")
     run.add_argument(
         "--data-executor",
         choices=["local", "slurm", "ray"],

@@ -108,8 +108,10 @@ def corpus_action(plan: StudyPlan, name: str, corpus: CorpusSection):
             from frontload.filters.pipeline import FilterConfig, run_filters
 
             table = dict(corpus.filters)
-            if table.pop("decontaminate", False):
-                table["eval_sets"] = [task_spec(plan, t).path for t in study.eval.tasks]
+            if table.get("decontaminate") is True:  # against every evaluation task of the study
+                table["decontaminate"] = [f"{t.name}={task_spec(plan, t).path}" for t in study.eval.tasks]
+            elif table.get("decontaminate") is False:
+                table.pop("decontaminate")
             cfg = from_mapping(FilterConfig, table, f"[corpora.{name}].filters")
             run_filters(current, out, cfg)
 

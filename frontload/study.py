@@ -265,8 +265,14 @@ def run_study(
     only: list[str] | None = None,
     report: bool = True,
     data_executor: str = "local",
+    verbose: bool = False,
 ) -> int:
     """Build what is missing, reuse what exists, then ingest into DuckDB and print the tables."""
+    if not verbose:
+        # datatrove prints a stats block per task to stderr; its stats.json files keep them.
+        from loguru import logger
+
+        logger.disable("datatrove")
     plan = build_plan(study, data_executor=data_executor)
     print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws}")
     if dry_run:
