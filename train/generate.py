@@ -189,7 +189,7 @@ def _decode_batch(
 def generate(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Sequence[int]],
     *,
     max_new_tokens: int,
     temperature: float = 0.0,
@@ -201,6 +201,8 @@ def generate(
     progress: bool = False,
 ) -> list[Completion]:
     """Sample ``n`` completions per prompt (prompt-major order) with the model's KV cache.
+
+    A prompt is text (encoded with ``tokenizer``, no BOS added) or a list of token ids used as is.
 
     ``temperature=0`` is greedy. Generation also stops at the tokenizer's EOD id and at the model's
     context length (``finish_reason="length"``). Prompts are batched ``batch_size`` rows at a time,
@@ -214,7 +216,9 @@ def generate(
         raise FrontloadError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
     bare = _bare(model)
     context = int(getattr(bare, "max_sequence_length", 0)) or 1 << 30
-    encoded = tokenizer.encode_batch(list(prompts)) if prompts else []
+    texts = [p for p in prompts if isinstance(p, str)]
+    encoded_texts = iter(tokenizer.encode_batch(texts) if texts else [])
+    encoded = [next(encoded_texts) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
     for i, ids in enumerate(encoded):
         if not ids:
             raise FrontloadError(f"prompt {i} is empty")

@@ -28,6 +28,9 @@ def test_batched_greedy_matches_single_prompts_and_the_full_forward(peaky, tiny_
         full = sequence_logprobs(peaky, o.prompt_ids, o.token_ids)
         assert max(abs(a - b) for a, b in zip(full, o.logprobs)) < 1e-3
         assert o.text == tiny_tokenizer.decode(o.token_ids)
+    # Token-id prompts (as RL passes them) give the same completions as their text.
+    by_ids = generate(peaky, tiny_tokenizer, [o.prompt_ids for o in outs], max_new_tokens=12, stop=())
+    assert [o.token_ids for o in by_ids] == [o.token_ids for o in outs]
 
 
 def test_sampling_depends_on_seed_not_on_batching(peaky, tiny_tokenizer):
