@@ -9,7 +9,7 @@ its ``tokenizer.json`` twin gives identical ids) is used three ways in one run:
 1. frontload: :func:`frontload.corpus.shards.build_shards` (datatrove pipeline, SentencePiece
    encode in each worker, atomic files, manifest with sha256 of every file);
 2. datatrove's ``MegatronDocumentTokenizer`` as it ships (``JsonlReader`` → HF ``tokenizers``
-   ``encode_batch``), same files, tasks and workers;
+   ``encode_batch``), same files, tasks and workers (fork start method, as frontload);
 3. the limit: SentencePiece's own batch ``Encode`` over the texts already in memory, with as many
    threads as workers, no reading or writing.
 
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             workers=args.workers,
             logging_dir=str(work / "datatrove_logs"),
             skip_completed=False,
+            start_method="fork",  # as frontload; forkserver workers would escape the CPU-time accounting
         ).run()
 
     in_memory = read_texts(files)
