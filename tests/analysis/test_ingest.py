@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import STEPS
@@ -158,17 +159,21 @@ def test_extra_fields_are_kept_and_unknown_kinds_reported(study_ws):
     assert temps["t"].to_list() == ["0.7"]
 
 
+# The example query of docs/analysis.md ("Lineage").
+LINEAGE_SQL = """
+SELECT depth, ancestor_phase, source, source_tokens, corpus_path,
+       corpus_config->>'$.source.kind' AS corpus_kind, run_config->>'phase' AS run_phase
+FROM lineage
+WHERE arm = 'front_loaded' AND task = 'heldout_arithmetic' AND metric = 'pass@1'
+  AND checkpoint = (SELECT checkpoint FROM ablation
+                    WHERE arm = 'front_loaded' AND phase = 'rl' AND task = 'heldout_arithmetic' AND metric = 'pass@1')
+ORDER BY depth, source
+"""
+
+
 def test_lineage_from_an_eval_row_to_corpora_and_configs(study_ws):
     ingest(study_ws, progress=False)
-    sql = """
-        SELECT l.depth, l.ancestor_phase, l.source, l.corpus_path, l.corpus_config->>'$.source.kind' AS kind,
-               l.run_config->>'phase' AS run_phase
-        FROM lineage l
-        WHERE l.arm = 'front_loaded' AND l.task = 'heldout_arithmetic' AND l.checkpoint LIKE '%/rl/%'
-          AND l.value = (SELECT max(value) FROM lineage WHERE arm = 'front_loaded' AND task = 'heldout_arithmetic')
-        ORDER BY depth, source
-    """
-    rows = query(study_ws, sql).rows()
+    rows = query(study_ws, LINEAGE_SQL).rows()
     # depth 0: the RL checkpoint (no mix plan); 1: SFT on reasoning_hq; 2: pretraining on web + reasoning_diverse.
     assert [(r[0], r[1], r[2]) for r in rows] == [
         (0, "rl", None),
@@ -176,5 +181,9 @@ def test_lineage_from_an_eval_row_to_corpora_and_configs(study_ws):
         (2, "pretrain", "reasoning_diverse"),
         (2, "pretrain", "web"),
     ]
-    assert rows[2][3].startswith("corpora/reasoning_diverse/") and rows[2][4] == "generators"
-    assert [r[5] for r in rows] == ["rl", "sft", "pretrain", "pretrain"]
+    assert rows[2][3] == 80_000 and rows[3][3] == 920_000
+    assert rows[1][4].startswith("corpora/reasoning_hq/") and rows[2][4].startswith("corpora/reasoning_diverse/")
+    assert rows[2][5] == "generators" and rows[3][5] == "packaged_text"
+    assert [r[6] for r in rows] == ["rl", "sft", "pretrain", "pretrain"]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "analysis.md").read_text(encoding="utf-8")
+    assert LINEAGE_SQL.strip() in doc
