@@ -84,15 +84,24 @@ def _choose(
 
 
 def _stop_ids(tokenizer, stop: Sequence[str]) -> tuple[set[int], list[str]]:
-    """Stop strings that are one token become ids; the rest are matched on decoded text."""
+    """Stop strings that are one token become ids (plus EOD); the others are matched on decoded text."""
     ids = {int(tokenizer.eod_id)}
     texts = []
     for s in stop:
         enc = tokenizer.encode(s)
         if len(enc) == 1:
             ids.add(int(enc[0]))
-        texts.append(s)
+        else:
+            texts.append(s)
     return ids, texts
+
+
+def _ends_with_stop(tokenizer, ids: list[int], stop_texts: list[str]) -> bool:
+    # Only the tail can hold a stop string that was not there one step earlier; a token decodes to at
+    # least a third of a character (byte fallback), so a few times the string's length in tokens suffices.
+    tail = ids[-(4 * max(len(s) for s in stop_texts) + 4) :]
+    text = tokenizer.decode(tail)
+    return any(s in text for s in stop_texts)
 
 
 def _cut(text: str, stop_texts: list[str]) -> tuple[str, bool]:
@@ -157,7 +166,7 @@ def _decode_batch(
             out_lp[row].append(lp_list[j])
             done = ids_list[j] in stop_ids
             if not done and stop_texts:
-                done = _cut(tokenizer.decode(out_ids[row]), stop_texts)[1]
+                done = _ends_with_stop(tokenizer, out_ids[row], stop_texts)
             if done:
                 stopped[row] = True
             else:
@@ -215,6 +224,8 @@ def generate(
     if temperature < 0 or not (0.0 < top_p <= 1.0):
         raise FrontloadError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
     bare = _bare(model)
+    if not (getattr(bare, "pre_process", True) and getattr(bare, "post_process", True)):
+        raise FrontloadError("generate needs the whole model in one pipeline stage (pp=1)")
     context = int(getattr(bare, "max_sequence_length", 0)) or 1 << 30
     texts = [p for p in prompts if isinstance(p, str)]
     encoded_texts = iter(tokenizer.encode_batch(texts) if texts else [])
@@ -257,7 +268,7 @@ def generate(
             )
             for r, (ids, lps, stopped) in zip(chunk, outs):
                 text = tokenizer.decode(ids[:-1] if stopped and ids[-1] in stop_ids else ids)
-                text, _ = _cut(text, stop_texts)
+                text, _ = _cut(text, list(stop))
                 p, s = rows[r]
                 results[r] = Completion(
                     prompt_index=p,
