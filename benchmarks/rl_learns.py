@@ -14,8 +14,8 @@ before (the SFT checkpoint) and after (the RL checkpoint), with ``frontload.trai
 
 A demo, not a timing: wall time is printed only for orientation.
 
-    .venv/bin/python benchmarks/rl_learns.py                 # 40 GRPO steps (a few minutes on 2 cores)
-    .venv/bin/python benchmarks/rl_learns.py --steps 100     # longer
+    .venv/bin/python benchmarks/rl_learns.py                 # 100 GRPO steps (about two minutes on 2 cores)
+    .venv/bin/python benchmarks/rl_learns.py --steps 300     # longer
 """
 
 from __future__ import annotations
@@ -96,11 +96,11 @@ def scores(ckpt: Path, tasks: dict[str, Path], samples: int) -> dict[str, float]
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=40, help="GRPO steps")
+    p.add_argument("--steps", type=int, default=100, help="GRPO steps")
     p.add_argument("--sft-steps", dest="sft_steps", type=int, default=150, help="SFT optimiser steps before RL")
     p.add_argument("--prompts", type=int, default=8, help="prompts per GRPO step")
     p.add_argument("--group", type=int, default=8, help="completions per prompt")
-    p.add_argument("--lr", type=float, default=3e-4, help="RL learning rate")
+    p.add_argument("--lr", type=float, default=1e-4, help="RL learning rate")
     p.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     a = p.parse_args(argv)
 

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from frontload.corpus.chat import parse_response, render_prompt
 from frontload.corpus.errors import FrontloadError
@@ -124,11 +124,15 @@ class RewardConfig:
     correct: float = 1.0  # reward for a verified correct answer
     format: float = 0.0  # extra reward when the think block is closed and a \boxed{} answer is present
     verifier_timeout_s: float = 10.0  # a verification running longer counts as an error (reward 0)
-    mode: str = "math"  # verifier mode passed to verify_answer
+    mode: str = "math"  # verifier mode passed to verify_answer ("math", "exact", "numeric", "choice")
 
     def __post_init__(self) -> None:
         from frontload.corpus.config import ConfigError
+        from frontload.filters.verify import MODES
 
+        if self.mode not in MODES:
+            # Caught here: at scoring time a bad mode would turn every completion into a verifier error.
+            raise ConfigError("mode", f"must be one of {list(MODES)}, got {self.mode!r}")
         if self.verifier_timeout_s <= 0:
             raise ConfigError("verifier_timeout_s", f"must be > 0, got {self.verifier_timeout_s}")
         if self.correct == 0 and self.format == 0:
@@ -382,7 +386,7 @@ class RLConfig:
     loss: GRPOConfig = field(default_factory=GRPOConfig)  # clipping, KL, advantage normalisation
     reward: RewardConfig = field(default_factory=RewardConfig)  # verifier and format rewards
     optim: Any = field(default_factory=_rl_optim)  # OptimConfig: AdamW and schedule (default constant 1e-5)
-    rollout_backend: str = "megatron"  # "megatron" (in-process KV-cache sampler) or "vllm" (engine updated in place)
+    rollout_backend: Literal["megatron", "vllm"] = "megatron"  # in-process KV-cache sampler, or a vLLM engine
     vllm_kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE when the environment does not set it
     log_every: int = 1  # metrics event every N optimiser steps
     save_every: int = 0  # checkpoint every N GRPO steps (0 = only at the end)
@@ -393,7 +397,7 @@ class RLConfig:
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
-        from frontload.corpus.config import ConfigError, from_mapping
+        from frontload.corpus.config import ConfigError, as_dict, from_mapping
         from frontload.train.optim import OptimConfig
 
         if isinstance(self.loss, dict):
@@ -401,7 +405,7 @@ class RLConfig:
         if isinstance(self.reward, dict):
             self.reward = from_mapping(RewardConfig, self.reward, where="reward")
         if isinstance(self.optim, dict):
-            self.optim = from_mapping(OptimConfig, {**as_plain(_rl_optim()), **self.optim}, where="optim")
+            self.optim = from_mapping(OptimConfig, {**as_dict(_rl_optim()), **self.optim}, where="optim")
         for name in ("steps", "prompts_per_step", "minibatches", "epochs", "micro_batch", "generation_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -424,13 +428,6 @@ class RLConfig:
     def updates_per_step(self) -> int:
         """Optimiser steps per GRPO step."""
         return self.minibatches * self.epochs
-
-
-def as_plain(cfg: Any) -> dict[str, Any]:
-    """A config's fields as a plain dict (for merging defaults with a partial TOML table)."""
-    from frontload.corpus.config import as_dict
-
-    return as_dict(cfg)
 
 
 def _token_logprobs(model, tokens, position_ids, labels, temperature: float):

@@ -166,6 +166,10 @@ def test_config_errors_name_the_field(sft_checkpoint, rl_set, tmp_path):
         _config(tmp_path, sft_checkpoint, rl_set, rollout_backend="sglang")
     with pytest.raises(ConfigError, match=r"loss.eps_low"):
         _config(tmp_path, sft_checkpoint, rl_set, loss={"eps_low": 1.5})
+    with pytest.raises(ConfigError, match=r"rl.toml.reward.mode"):
+        _config(tmp_path, sft_checkpoint, rl_set, reward={"mode": "fuzzy"})
+    with pytest.raises(ConfigError, match=r"rl.toml.optim.lr"):
+        _config(tmp_path, sft_checkpoint, rl_set, optim={"lr": -1.0})
     with pytest.raises(ConfigError, match=r"rl.toml.loss.kl"):
         _config(tmp_path, sft_checkpoint, rl_set, loss={"kl": 0.1})
 

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+
 from frontload.corpus.errors import FrontloadError
 from frontload.train.rl import (
     PromptOrder,
@@ -152,6 +153,7 @@ def test_load_prompts_jsonl_and_errors(tmp_path):
 def test_load_prompts_from_corpus_folder(tmp_path):
     from datatrove.data import Document
     from datatrove.pipeline.writers import JsonlWriter
+
     from frontload.corpus.chat import render_example
 
     docs = []
