@@ -333,34 +333,62 @@ class MixPlan:
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
             raise MixError(f"{path}: not a readable mix plan: {e}") from None
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per phase, stage and source (for a DataFrame or a DuckDB table)."""
+        out = []
+        for name, ph in self.phases.items():
+            for st in ph.stages:
+                for i, (src, sp) in enumerate(st.sources.items()):
+                    out.append(
+                        {
+                            "plan": self.fingerprint,
+                            "phase": name,
+                            "phase_fingerprint": ph.fingerprint,
+                            "stage": st.index,
+                            "source": src,
+                            "weight": sp.weight,
+                            "share": sp.share,
+                            "samples": sp.samples,
+                            "tokens": sp.tokens,
+                            "epochs": sp.epochs,
+                            "cumulative_epochs": sp.cumulative_epochs,
+                            "stage_start_sample": st.start_sample,
+                            "stage_samples": st.samples,
+                            "source_tokens": ph.sources[src].tokens,
+                            "last_in_stage": i == len(st.sources) - 1,
+                        }
+                    )
+        return out
+
     def format_table(self) -> str:
         """A readable table: per phase, stage and source the share, samples, tokens and repeats."""
         head = ("phase", "stage", "source", "weight", "share", "samples", "tokens", "epochs", "total ep.")
         rows = []
-        for name, ph in self.phases.items():
-            for st in ph.stages:
-                for src, sp in st.sources.items():
-                    rows.append(
-                        (
-                            name,
-                            str(st.index),
-                            src,
-                            f"{sp.weight:.3f}",
-                            f"{sp.share:.3f}",
-                            f"{sp.samples:,}",
-                            _human(sp.tokens),
-                            f"{sp.epochs:.2f}",
-                            f"{sp.cumulative_epochs:.2f}",
-                        )
-                    )
+        for r in self.rows():
+            rows.append(
+                (
+                    r["phase"],
+                    str(r["stage"]),
+                    r["source"],
+                    f"{r['weight']:.3f}",
+                    f"{r['share']:.3f}",
+                    f"{r['samples']:,}",
+                    _human(r["tokens"]),
+                    f"{r['epochs']:.2f}",
+                    f"{r['cumulative_epochs']:.2f}",
+                )
+            )
+            if r["last_in_stage"]:
+                st = self.phases[r["phase"]].stages[r["stage"]]
                 rows.append(
-                    (name, str(st.index), "(stage)", "", "1.000", f"{st.samples:,}", _human(st.tokens), "", "")
+                    (r["phase"], str(st.index), "(stage)", "", "1.000", f"{st.samples:,}", _human(st.tokens), "", "")
                 )
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         right = {3, 4, 5, 6, 7, 8}
 
         def fmt(r: Sequence[str]) -> str:
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            return "  ".join(cells).rstrip()
 
         lines = [
             f"mix plan {self.fingerprint}  seq_len={self.seq_len}  seed={self.seed}  "

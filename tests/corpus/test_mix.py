@@ -66,6 +66,9 @@ def test_plan_has_exact_numbers_from_manifests(shards):
     assert s1["web"].cumulative_epochs == pytest.approx(
         (ph.stages[0].sources["web"].samples + s1["web"].samples) * SEQ / web_tokens
     )
+    rows = plan.rows()  # flat, for analysis
+    assert [(r["stage"], r["source"]) for r in rows] == [(0, "web"), (1, "code"), (1, "reasoning"), (1, "web")]
+    assert sum(r["tokens"] for r in rows if r["stage"] == 1) == ph.stages[1].tokens
     table = plan.format_table()
     for needle in ("pretrain", "reasoning", "code", "epochs", f"{s1['web'].samples:,}"):
         assert needle in table
