@@ -102,18 +102,20 @@ class _Paths:
     def norm(self, value: Any) -> str | None:
         if value is None:
             return None
-        s = str(value).rstrip("/")
+        s = re.sub(r"^(\./)+", "", str(value)).rstrip("/")
         for prefix in self.prefixes:
             if s.startswith(prefix):
                 return s[len(prefix) :]
-        return s[2:] if s.startswith("./") else s
+        return s
 
     def norm_sql(self, col: str) -> str:
-        expr = col
-        for prefix in reversed(self.prefixes):
-            q = prefix.replace("'", "''")
-            expr = f"(CASE WHEN starts_with({expr}, '{q}') THEN substr({expr}, {len(prefix) + 1}) ELSE {expr} END)"
-        return f"regexp_replace(regexp_replace({expr}, '^\\./', ''), '/+$', '')"
+        """The same as :meth:`norm`, as a SQL expression over ``col`` (longest prefix first)."""
+        x = f"regexp_replace(regexp_replace({col}, '^(\\./)+', ''), '/+$', '')"
+        whens = " ".join(
+            f"WHEN starts_with({x}, '{p.replace(chr(39), chr(39) * 2)}') THEN substr({x}, {len(p) + 1})"
+            for p in self.prefixes
+        )
+        return f"(CASE {whens} ELSE {x} END)" if whens else x
 
 
 def _read_json(path: Path, errors: list[str]) -> dict[str, Any] | None:

@@ -187,3 +187,27 @@ def test_lineage_from_an_eval_row_to_corpora_and_configs(study_ws):
     assert [r[6] for r in rows] == ["rl", "sft", "pretrain", "pretrain"]
     doc = (Path(__file__).resolve().parents[2] / "docs" / "analysis.md").read_text(encoding="utf-8")
     assert LINEAGE_SQL.strip() in doc
+
+
+def test_paths_relative_to_the_working_directory_join_and_reevaluation_replaces(study_ws, monkeypatch):
+    monkeypatch.chdir(study_ws.parent)
+    (ckpt,) = [p for p in (study_ws / "runs" / "front_loaded" / "rl").glob("*/checkpoints/*") if p.name.endswith("30")]
+    # An evaluation run started from the workspace's parent, naming the checkpoint relative to it.
+    with RunFolder(study_ws / "runs" / "late-eval", stage="eval", config={}) as ev:
+        rel = ckpt.relative_to(study_ws.parent)
+        ev.log(
+            "evals",
+            phase="rl",
+            checkpoint=f"./{rel}/",
+            step=30,
+            task="heldout_arithmetic",
+            metric="pass@1",
+            value=0.99,
+        )
+    ingest(study_ws.name, progress=False)  # the workspace given relative to the working directory too
+    got = query(
+        study_ws.name,
+        "SELECT value, checkpoint FROM ablation WHERE arm = 'front_loaded' AND phase = 'rl' "
+        "AND task = 'heldout_arithmetic' AND metric = 'pass@1'",
+    )
+    assert got.row(0) == (0.99, str(ckpt.relative_to(study_ws)))
