@@ -111,12 +111,16 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
 
 
 def bench_pipeline(n_problems: int, rollouts: int, max_tokens: int, hidden: int, layers: int, heads: int) -> None:
+    from pydoc_data.topics import topics
+
     from frontload.corpus.chat import render_prompt
+    from frontload.corpus.tokenizer import train_tokenizer_from_texts
     from frontload.synth.generate import GenerateConfig, _request_seed, generate_traces
     from frontload.synth.sources import write_problems
 
     work = Path(tempfile.mkdtemp(prefix="synth-bench-"))
-    model = _load_conftest().build_tiny_llama(work / "model", layers=layers, hidden=hidden, heads=heads)
+    tok = train_tokenizer_from_texts([topics[k] for k in sorted(topics)], work / "tokenizer", vocab_size=2048)
+    model = _load_conftest().build_tiny_llama(work / "model", tok.path, layers=layers, hidden=hidden, heads=heads)
     write_problems(work / "problems", families=["arithmetic", "word_problem", "logic"], n=n_problems, seed=0)
     docs = [json.loads(x) for x in (work / "problems/data/00000.jsonl").read_text().splitlines()]
     prompts, seeds = [], []

@@ -707,10 +707,13 @@ def gen_sorting(rng: random.Random, difficulty: int, detailed: bool, k: int) -> 
 # logic: knights (always tell the truth) and knaves (always lie)
 
 
-def _statements(rng, people):
+def _statements(rng, people, speaker: int):
     n = len(people)
     kind = rng.randrange(5)
-    i, j = rng.sample(range(n), 2) if n > 1 else (0, 0)
+    i = rng.randrange(n - 1)
+    i += i >= speaker  # the first person named is never the speaker (self-praise says nothing)
+    j = rng.randrange(n - 1)
+    j += j >= i
     if kind == 0:
         return (f"{people[i]} is a knight", lambda s: s[i])
     if kind == 1:
@@ -730,11 +733,17 @@ def gen_logic(rng: random.Random, difficulty: int, detailed: bool, k: int) -> tu
     people = _sample(rng, NAMES, n, k)
     cases = _CASES[n]
     while True:
-        says = [_statements(rng, people) for _ in range(n)]
-        good = [c for c in cases if all(says[p][1](c) == c[p] for p in range(n))]
-        if len(good) == 1 and any(good[0]):
+        # Fix the answer first and let each speaker say something that fits their role, then keep the
+        # puzzle only if no other assignment fits too; far fewer rejected drafts than random statements.
+        sol = cases[rng.randrange(len(cases) - 1)]  # the last case is all knaves, excluded
+        says = []
+        for p in range(n):
+            st = _statements(rng, people, p)
+            while st[1](sol) != sol[p]:
+                st = _statements(rng, people, p)
+            says.append(st)
+        if sum(all(says[p][1](c) == c[p] for p in range(n)) for c in cases) == 1:
             break
-    sol = good[0]
     setting = _pick(
         rng,
         (
