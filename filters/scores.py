@@ -18,6 +18,7 @@ Invariant: a scorer yields every document it receives, in order.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import unicodedata
@@ -115,7 +116,12 @@ class VerifyScorer(PipelineStep):
         return items
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        pool = ProcessPoolExecutor(self.workers) if self.workers > 1 else None
+        workers = self.workers
+        if workers > 1 and multiprocessing.current_process().daemon:
+            # Inside a datatrove worker pool (daemonic processes may not fork children): verify in-process.
+            self.stat_update("verify_pool_unavailable")
+            workers = 1
+        pool = ProcessPoolExecutor(workers) if workers > 1 else None
         try:
             batches = (list(b) for b in batched(data, self.batch_size))
             if pool is None:
