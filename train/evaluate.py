@@ -21,6 +21,7 @@ Every answer is kept as a ``predictions`` event for error analysis; nothing is j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class EvalConfig:
     batch_size: int = 32  # completions decoded together
     seed: int = 0  # sampling seed (per question and sample, independent of batching)
     verify_mode: str = "math"  # mode passed to verify_answer
+    backend: str = (
+        "megatron"  # "megatron" (KV-cache sampler on the model) or "vllm" (the model exported, served by vLLM)
+    )
     perplexity: list[str] = field(default_factory=list)  # shard set folders for held-out perplexity
     perplexity_tokens: int = 65536  # most tokens scored per shard set
     progress: bool = True  # tqdm progress bars
@@ -88,6 +92,8 @@ class EvalConfig:
         for k in self.pass_k:
             if not 1 <= k <= self.samples:
                 raise ConfigError("pass_k", f"each k must be in 1..samples ({self.samples}), got {k}")
+        if self.backend not in ("megatron", "vllm"):
+            raise ConfigError("backend", f"must be 'megatron' or 'vllm', got {self.backend!r}")
         if self.batch_size < 1 or self.perplexity_tokens < 1:
             raise ConfigError("batch_size", "batch_size and perplexity_tokens must be >= 1")
 
@@ -154,9 +160,22 @@ def _log(run, kind: str, **fields: Any) -> None:
 
 
 def evaluate_task(
-    model, tokenizer, task: TaskSpec, config: EvalConfig, run=None, *, checkpoint=None, step=None, phase=None
+    model,
+    tokenizer,
+    task: TaskSpec,
+    config: EvalConfig,
+    run=None,
+    *,
+    checkpoint=None,
+    step=None,
+    phase=None,
+    engine=None,
 ) -> list[EvalResult]:
-    """Answer every question of ``task`` and score it; predictions and summaries go to ``run``."""
+    """Answer every question of ``task`` and score it; predictions and summaries go to ``run``.
+
+    ``engine`` (a :class:`frontload.train.rl_vllm.VLLMRollouts` holding the same model) answers
+    instead of the Megatron sampler when given.
+    """
     from frontload.filters.verify import verify_answer
     from frontload.train.generate import generate
 
@@ -168,18 +187,20 @@ def evaluate_task(
             raise FrontloadError(
                 f"{task.path}: question {q.qid}: the prompt has {n_tokens} tokens, the model's context is {context}"
             )
-    completions = generate(
-        model,
-        tokenizer,
-        [q.prompt for q in questions],
+    sampling = dict(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
         top_p=config.top_p,
         n=config.samples,
         seed=config.seed,
-        batch_size=config.batch_size,
-        progress=config.progress,
     )
+    prompts = [q.prompt for q in questions]
+    if engine is not None:
+        completions = engine.generate(prompts, **sampling)
+    else:
+        completions = generate(
+            model, tokenizer, prompts, batch_size=config.batch_size, progress=config.progress, **sampling
+        )
     correct = [0] * len(questions)
     for c in completions:
         q = questions[c.prompt_index]
@@ -314,16 +335,48 @@ def perplexity(
 
 
 def evaluate_model(
-    model, tokenizer, tasks: list[TaskSpec], config: EvalConfig, run=None, *, checkpoint=None, step=None, phase=None
+    model,
+    tokenizer,
+    tasks: list[TaskSpec],
+    config: EvalConfig,
+    run=None,
+    *,
+    checkpoint=None,
+    step=None,
+    phase=None,
+    model_config=None,
 ) -> list[EvalResult]:
-    """Evaluate a live model (e.g. during training) on ``tasks`` and ``config.perplexity`` shard sets."""
+    """Evaluate a live model (e.g. during training) on ``tasks`` and ``config.perplexity`` shard sets.
+
+    The vLLM backend exports the model to a temporary folder and needs its ``model_config``.
+    """
     where = {"checkpoint": None if checkpoint is None else str(checkpoint), "step": step, "phase": phase}
     results: list[EvalResult] = []
-    for task in tasks:
-        results += evaluate_task(model, tokenizer, task, config, run, **where)
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if config.backend == "vllm" and tasks:
+            engine = _vllm_engine(model, model_config, tokenizer, config, stack)
+        for task in tasks:
+            results += evaluate_task(model, tokenizer, task, config, run, engine=engine, **where)
     for shard_dir in config.perplexity:
         results.append(perplexity(model, tokenizer, shard_dir, config, run, **where))
     return results
+
+
+def _vllm_engine(model, model_config, tokenizer, config: EvalConfig, stack: contextlib.ExitStack):
+    """A vLLM engine serving ``model`` (exported to a temporary folder), closed with ``stack``."""
+    import tempfile
+
+    from frontload.train.rl_vllm import VLLMRollouts
+
+    if model_config is None:
+        raise FrontloadError("backend 'vllm' needs the model's ModelConfig (evaluate_model(..., model_config=))")
+    if tokenizer.dir is None:
+        raise FrontloadError(f"{tokenizer.path}: backend 'vllm' needs a tokenizer folder to export")
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="frontload-eval-")))
+    engine = VLLMRollouts(model, model_config, tokenizer, tokenizer.dir, work, seed=config.seed)
+    stack.callback(engine.close)
+    return engine
 
 
 def evaluate(ckpt_dir: str | os.PathLike, tasks: list[TaskSpec], config: EvalConfig, run=None) -> list[EvalResult]:
@@ -331,12 +384,20 @@ def evaluate(ckpt_dir: str | os.PathLike, tasks: list[TaskSpec], config: EvalCon
     from frontload.corpus.tokenizer import load_tokenizer
     from frontload.train.checkpoint import load_model, tokenizer_path
 
-    model, _, meta = load_model(ckpt_dir)
+    model, model_config, meta = load_model(ckpt_dir)
     tokenizer = load_tokenizer(tokenizer_path(ckpt_dir))
     if meta.get("tokenizer_fingerprint") and meta["tokenizer_fingerprint"] != tokenizer.fingerprint:
         raise FrontloadError(f"{ckpt_dir}/tokenizer: fingerprint differs from meta.json's tokenizer_fingerprint")
     return evaluate_model(
-        model, tokenizer, tasks, config, run, checkpoint=str(ckpt_dir), step=meta.get("step"), phase=meta.get("phase")
+        model,
+        tokenizer,
+        tasks,
+        config,
+        run,
+        checkpoint=str(ckpt_dir),
+        step=meta.get("step"),
+        phase=meta.get("phase"),
+        model_config=model_config,
     )
 
 
@@ -378,6 +439,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         perplexity=args.perplexity or [],
+        backend=args.backend,
     )
     run = None
     if args.out:
@@ -416,5 +478,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="completions decoded together")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--perplexity", nargs="*", default=[], help="shard set folders for held-out perplexity")
+    p.add_argument(
+        "--backend",
+        choices=("megatron", "vllm"),
+        default="megatron",
+        help="who answers: the Megatron model or vLLM on its export",
+    )
     p.add_argument("--out", default=None, help="run folder for predictions and evals events")
     p.set_defaults(func=_run_eval)

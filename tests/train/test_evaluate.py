@@ -129,3 +129,20 @@ def test_eval_command_prints_a_table(ckpt, tmp_path, capsys):
     config = json.loads((tmp_path / "run/config.json").read_text())
     assert config["stage"] == "eval" and config["parent"] == str(ckpt)
     assert main(["eval", str(ckpt), "--tasks", str(tmp_path / "missing.jsonl")]) == 2
+
+
+@pytest.mark.vllm
+def test_vllm_backend_gives_the_same_answers(ckpt, tmp_path):
+    pytest.importorskip("vllm")
+    task = write_task(
+        tmp_path / "t.jsonl",
+        [{"id": "a", "question": "What is 6 * 7?", "answer": "42"}, {"id": "b", "question": "2 + 2?", "answer": "4"}],
+    )
+    runs = {}
+    for backend in ("megatron", "vllm"):
+        with RunFolder(tmp_path / backend, stage="eval", config={}) as run:
+            results = evaluate(ckpt, [TaskSpec(path=str(task))], EvalConfig(max_new_tokens=24, backend=backend), run)
+        assert [(r.metric, r.value) for r in results] == [("accuracy", 0.5)]
+        runs[backend], _ = read_events(tmp_path / backend / "events/predictions.rank0.jsonl")
+    fields = ("question_id", "completion", "prediction", "verdict", "finish_reason", "length")
+    assert [[p[f] for f in fields] for p in runs["vllm"]] == [[p[f] for f in fields] for p in runs["megatron"]]
