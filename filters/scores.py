@@ -21,12 +21,12 @@ import json
 import multiprocessing
 import os
 import re
-import unicodedata
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import regex
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.gopher_repetition_filter import (
@@ -186,9 +186,12 @@ def format_verdict(completion: str, meta: dict[str, Any]) -> str:
     return "ok"
 
 
+_NONPRINTABLE = regex.compile(r"[^\P{C}\n\t\r]")  # Unicode category C, in C code rather than a Python loop
+
+
 def nonprintable_count(text: str) -> int:
     """Characters of Unicode category C (control, format, unassigned, private) other than newline and tab."""
-    return sum(1 for ch in text if ch not in "\n\t\r" and unicodedata.category(ch)[0] == "C")
+    return len(_NONPRINTABLE.findall(text))
 
 
 class QualityScorer(PipelineStep):
