@@ -658,6 +658,21 @@ class PhaseDataset:
         """Index of the stage that holds global sample ``k``."""
         return bisect_right(self._starts, k) - 1
 
+    def consumed_by_source(self, k: int) -> dict[str, int]:
+        """Samples per source among global samples ``[0, k)``, read from the blending indices
+        (what a run resumed at ``k`` has already consumed), without touching the data."""
+        out: dict[str, int] = {}
+        for s, st in enumerate(self.plan.stages):
+            local = min(max(k - st.start_sample, 0), st.samples)
+            if local == 0:
+                continue
+            counts = np.bincount(
+                np.asarray(self.stages[s].dataset_index[:local]), minlength=len(self._stage_sources[s])
+            )
+            for source, c in zip(self._stage_sources[s], counts.tolist()):
+                out[source] = out.get(source, 0) + c
+        return dict(sorted(out.items()))
+
     def __getitem__(self, k: int) -> dict[str, Any]:
         k = int(k)
         if k < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import tomllib
+from collections import Counter
 
 import pytest
 import torch
@@ -101,6 +102,10 @@ def test_realised_token_share_matches_plan(shards, tmp_path):
         assert abs(seen[name] / total - w) <= 1 / st.samples + 1e-9, (name, seen)
         assert seen[name] == st.sources[name].tokens  # exactly what the plan printed
     assert {ds[k]["source"] for k in range(st.start_sample)} == {"web"}
+    # What a run resumed at k has consumed per source, from the indices alone.
+    for k in (0, 7, st.start_sample, st.start_sample + 101, len(ds)):
+        seen_k = Counter(ds[j]["source"] for j in range(k))
+        assert ds.consumed_by_source(k) == dict(sorted(seen_k.items()))
 
 
 def test_resume_at_k_continues_exactly(shards, tmp_path):
