@@ -198,8 +198,16 @@ def test_bad_inputs_name_the_field_or_file(tmp_path):
     from frontload.corpus.config import ConfigError
     from frontload.corpus.errors import FrontloadError
 
+    from frontload.corpus.config import from_mapping
+
     with pytest.raises(ConfigError, match="rule"):
         FilterConfig(rule="__import__('os')")
+    table = {"rule": "length_v1 < 10", "dedup": ["exact", "minhash"], "pass_rate_band": [0.1, 0.9]}
+    assert from_mapping(FilterConfig, table, "study.toml: [filters]").pass_rate_band == [0.1, 0.9]
+    with pytest.raises(ConfigError, match=r"\[filters\]\.ngrams: unknown key"):
+        from_mapping(FilterConfig, {"ngrams": 8}, "study.toml: [filters]")
+    with pytest.raises(ConfigError, match=r"\[filters\]\.pass_rate_band"):
+        from_mapping(FilterConfig, {"pass_rate_band": [0.9, 0.1]}, "study.toml: [filters]")
     with pytest.raises(ConfigError, match="dedup"):
         FilterConfig(dedup=["fuzzy"])
     with pytest.raises(ConfigError, match=r"decontaminate\[0\]"):
