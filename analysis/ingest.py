@@ -495,7 +495,12 @@ class _EventLoader:
         try:
             if end > offset:
                 self.report.event_files_read += 1
-                added, bad_new = self._insert(table, path, rel, file_id, rank, offset, end, size)
+                try:
+                    added, bad_new = self._insert(table, path, rel, file_id, rank, offset, end, size)
+                except _Grew:
+                    self.con.execute("ROLLBACK")
+                    self.con.execute("BEGIN TRANSACTION")
+                    added, bad_new = self._insert(table, path, rel, file_id, rank, offset, end, size, copy=True)
                 self.changed = self.changed or added > 0
                 bad += bad_new
                 lines += added + bad_new
@@ -527,11 +532,13 @@ class _EventLoader:
                 f"ingested up to line {lines}, the rest waits for the next ingest"
             )
 
-    def _insert(self, table: Table, path: Path, rel: str, file_id: int, rank: int, start: int, end: int, size: int):
+    def _insert(
+        self, table: Table, path: Path, rel: str, file_id: int, rank: int, start: int, end: int, size: int, copy=False
+    ):
         import duckdb
 
         src = path
-        if start > 0 or end < size:
+        if copy or start > 0 or end < size:
             src = self.tmp / f"{file_id}.jsonl"
             _copy_slice(path, start, end, src)
         own = {"file_id", "rank", "extra"}
@@ -593,7 +600,15 @@ class _EventLoader:
         finally:
             if src != path:
                 src.unlink(missing_ok=True)
+        if src == path and path.stat().st_size != size:
+            # A live writer appended while DuckDB read the whole file: rows past `end` may be in. Redo from a copy
+            # of exactly [start, end), so the recorded offset and the rows agree.
+            raise _Grew
         return added, bad
+
+
+class _Grew(Exception):
+    """An event file grew while it was read in place; its insert is redone from a copy of the planned bytes."""
 
 
 class _VersionError(FrontloadError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -211,3 +212,24 @@ def test_paths_relative_to_the_working_directory_join_and_reevaluation_replaces(
         "AND task = 'heldout_arithmetic' AND metric = 'pass@1'",
     )
     assert got.row(0) == (0.99, str(ckpt.relative_to(study_ws)))
+
+
+def test_a_file_growing_while_read_is_taken_only_up_to_the_recorded_offset(study_ws, monkeypatch):
+    ingest_module = importlib.import_module("frontload.analysis.ingest")
+    run_dir, path = _metrics_file(study_ws)
+    planned = ingest_module._last_line_end
+
+    def writer_appends_meanwhile(p, offset, size):
+        end = planned(p, offset, size)
+        if p == path:  # a live trainer logs one more step after the ingest looked at the file
+            with RunFolder(run_dir, stage="pretrain", config={}) as run:
+                run.log("metrics", phase="pretrain", step=10_000, loss=0.1)
+        return end
+
+    monkeypatch.setattr(ingest_module, "_last_line_end", writer_appends_meanwhile)
+    assert ingest(study_ws, progress=False).new_rows["metrics"] == 3 * sum(STEPS.values())
+    monkeypatch.undo()
+    assert ingest(study_ws, progress=False).new_rows["metrics"] == 1
+    run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
+    seqs = query(study_ws, f"SELECT count(*), count(DISTINCT seq) FROM metrics WHERE run_id = '{run_id}'")
+    assert seqs.row(0) == (STEPS["pretrain"] + 1, STEPS["pretrain"] + 1)
