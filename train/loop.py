@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from frontload.corpus.config import ConfigError
 from frontload.corpus.events import RunFolder
+from frontload.train import compat
 from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frontload.train.model import ModelConfig, forward
 from frontload.train.optim import OptimConfig, Optimizer
@@ -181,6 +182,7 @@ def train_loop(
         unit="step",
         disable=not (config.progress and is_main),
     )
+    device = compat.device()
     model.train()
     while state.step < config.steps:
         if config.exit_after is not None and state.step - start_step >= config.exit_after:
@@ -196,6 +198,7 @@ def train_loop(
         sources: list[str] = []
         indices: list[int] = []
         for mb in micro:
+            mb = to_device(mb, device)
             loss, n, metrics = loss_fn(model, mb)
             loss.backward()
             loss_sum += loss.detach().to(torch.float64)
@@ -264,6 +267,11 @@ def dataset_batches(dataset, config: LoopConfig, dp_rank: int, dp_size: int) -> 
         return out
 
     return source
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch with its tensors on ``device`` (a no-op on CPU)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def collate(samples: list[dict[str, Any]], indices: list[int]) -> Batch:

@@ -118,6 +118,11 @@ class MegatronOptimizer(Optimizer):
             bf16=bf16,
             params_dtype=torch.bfloat16 if bf16 else torch.float32,
         )
+        if bf16:
+            from megatron.core.transformer.module import Float16Module
+
+            # As Megatron's own trainer does: bf16 weights inside, fp32 losses/logits outside.
+            model = Float16Module(tconfig, model)
         with compat.cuda_as_cpu():
             self.model = DistributedDataParallel(config=tconfig, ddp_config=ddp_config, module=model)
             self.inner = get_megatron_optimizer(opt_config, [self.model])
