@@ -28,6 +28,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -115,7 +116,7 @@ class AtomicTokenizedFile(MegatronTokenizedFile):
     def write_batch(self, sequences: Sequence[Sequence[int]]) -> None:
         """Append several documents with one write (the per-document path of datatrove is slower)."""
         lengths = [len(s) for s in sequences]
-        flat = np.fromiter((t for s in sequences for t in s), dtype=self.token_dtype, count=sum(lengths))
+        flat = np.fromiter(itertools.chain.from_iterable(sequences), dtype=self.token_dtype, count=sum(lengths))
         self.bin_file.write(flat.tobytes(order="C"))
         start = len(self.sequence_lengths)
         self.sequence_lengths.extend(lengths)
