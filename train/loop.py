@@ -381,6 +381,12 @@ def run_phase(
             "plan", f"the mix plan is for seq_len {phase_plan.seq_len}, the model has {model_config.seq_len}"
         )
 
+    for source, info in phase_plan.sources.items():
+        if info.vocab_size > model_config.vocab_size:
+            raise ConfigError(
+                "model.vocab_size",
+                f"{model_config.vocab_size} is smaller than shard set {source!r}'s vocabulary ({info.vocab_size})",
+            )
     tokenizer_fp = None
     if config.tokenizer is not None:
         from frontload.corpus.tokenizer import load_tokenizer

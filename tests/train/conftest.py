@@ -11,6 +11,16 @@ from frontload.train.model import ModelConfig
 SEQ = 64
 
 
+def pytest_configure(config):
+    # Megatron-core warns on import about GPU kernels (apex, Transformer Engine) a CPU run never uses.
+    for message in (
+        "Apex is not installed",
+        "Transformer Engine and Apex are not installed",
+        "full scope is deprecated",
+    ):
+        config.addinivalue_line("filterwarnings", f"ignore:{message}")
+
+
 @pytest.fixture(autouse=True, scope="package")
 def one_thread():
     # Tiny matmuls gain nothing from threads, and on a shared 2-core machine OpenMP's spinning
