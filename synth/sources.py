@@ -8,8 +8,8 @@ prompt, response and style.
 
 Invariants:
 
-- Problem *i* of a generator run is drawn from its own ``random.Random`` seeded by (split, seed, i),
-  so the same arguments give byte-identical records and indices can be sharded.
+- Problems are drawn in blocks of 64, each from its own ``random.Random`` seeded by (split, seed,
+  block), so the same arguments give byte-identical records and blocks can be sharded by rank.
 - A fixed slice of the problem-id hash space (``holdout``) is reserved for evaluation: training
   corpora never contain a problem whose id falls in it, and :func:`write_eval_tasks` draws only from
   it, so evaluation problems can never leak into training, whatever seeds are used.
@@ -44,6 +44,7 @@ from frontload.synth.families import FAMILIES
 HOLDOUT = 0.05  # share of the problem-id space reserved for evaluation tasks
 STYLES = ("concise", "detailed")
 _MAX_DRAWS_PER_PROBLEM = 50  # redraws of one index that may land in the holdout slice
+BLOCK = 64  # problems drawn from one seeded random stream; the unit of sharding
 _STALE_DRAWS = 2000  # draws in a row without a new problem before the space counts as exhausted
 
 
@@ -166,40 +167,50 @@ def make_record(
     return Document(text=prompt + response, id=pid or problem_id(family, problem), metadata=metadata)
 
 
-def draw(src: GeneratorSource, index: int, *, split: str = "train", base: int | None = None) -> tuple[Document, bool]:
-    """Problem ``index`` of a generator source and whether it is outside the holdout (kept for ``split``).
+def draw_block(
+    src: GeneratorSource, block: int, *, split: str = "train", base: int | None = None
+) -> list[tuple[Document, bool]]:
+    """Problems ``block * BLOCK … (block + 1) * BLOCK - 1`` of a source, each with whether it is usable for ``split``.
 
-    For ``split="train"`` a problem that lands in the holdout slice is redrawn from the same
-    generator stream; for ``split="eval"`` the returned flag says whether the draw is usable.
+    One ``random.Random`` per block (seeded by split, seed and block) draws its problems in order:
+    seeding costs about as much as drawing a problem, so it is paid once per block, and blocks are
+    still independent units that ranks can share out. For ``split="train"`` a problem that lands in
+    the holdout slice is redrawn from the same stream; for ``split="eval"`` the flag says whether it
+    is in the holdout slice.
     """
     base = _split_base(split, src.seed) if base is None else base
-    rng = random.Random(base + index)
-    name = src.families[index % len(src.families)]
-    gen = FAMILIES[name].gen
+    rng = random.Random(base + block)
     lo, hi = src.difficulty
     k = src.templates or 1 << 30
     detailed = src.style == "detailed"
-    for _ in range(_MAX_DRAWS_PER_PROBLEM):
-        level = rng.randint(lo, hi)
-        problem, answer, steps = gen(rng, level, detailed, k)
-        pid = problem_id(name, problem)
-        held = in_holdout(pid, src.holdout)
-        if split == "eval" or not held:
-            doc = make_record(
-                family=name,
-                problem=problem,
-                answer=answer,
-                trace="\n".join(steps),
-                source=f"generator:{name}",
-                difficulty=level,
-                style=src.style,
-                pid=pid,
+    out = []
+    for index in range(block * BLOCK, (block + 1) * BLOCK):
+        name = src.families[index % len(src.families)]
+        gen = FAMILIES[name].gen
+        for _ in range(_MAX_DRAWS_PER_PROBLEM):
+            level = rng.randint(lo, hi)
+            problem, answer, steps = gen(rng, level, detailed, k)
+            pid = problem_id(name, problem)
+            held = in_holdout(pid, src.holdout)
+            if split == "eval" or not held:
+                break
+        else:
+            raise FrontloadError(
+                f"family {name!r}: {_MAX_DRAWS_PER_PROBLEM} draws in a row fell into the holdout slice "
+                f"(holdout={src.holdout}); lower holdout or widen difficulty/templates"
             )
-            return doc, (held if split == "eval" else True)
-    raise FrontloadError(
-        f"family {name!r}: {_MAX_DRAWS_PER_PROBLEM} draws in a row fell into the holdout slice "
-        f"(holdout={src.holdout}); lower holdout or widen difficulty/templates"
-    )
+        doc = make_record(
+            family=name,
+            problem=problem,
+            answer=answer,
+            trace="\n".join(steps),
+            source=f"generator:{name}",
+            difficulty=level,
+            style=src.style,
+            pid=pid,
+        )
+        out.append((doc, held if split == "eval" else True))
+    return out
 
 
 def iter_problems(src: GeneratorSource, *, split: str = "train", account: Account | None = None) -> Iterator[Document]:
@@ -216,7 +227,9 @@ def iter_problems(src: GeneratorSource, *, split: str = "train", account: Accoun
                 f"than {src.n} distinct {split} problems ({len(seen)} found, then {stale} draws without a new one); "
                 "lower n or widen difficulty/templates"
             )
-        doc, usable = draw(src, index, split=split, base=base)
+        if index % BLOCK == 0:
+            block = draw_block(src, index // BLOCK, split=split, base=base)
+        doc, usable = block[index % BLOCK]
         index += 1
         stale += 1
         if account is not None:

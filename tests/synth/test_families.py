@@ -120,12 +120,13 @@ def test_same_seed_gives_byte_identical_corpus(tmp_path):
     assert len({r["id"] for r in rows}) == len(rows)
 
 
-def test_sharded_index_draws_match_a_full_run():
-    from frontload.synth.sources import draw
+def test_blocks_drawn_separately_match_a_full_run():
+    from frontload.synth.sources import BLOCK, draw_block
 
-    src = GeneratorSource(families=["fractions", "word_problem"], n=50, seed=3)
+    src = GeneratorSource(families=["fractions", "word_problem"], n=3 * BLOCK, seed=3)
     full = [d.id for d in iter_problems(src)]
-    assert [draw(src, i)[0].id for i in range(50)] == full  # no duplicates here, so index i is problem i
+    shards = [draw_block(src, b) for b in (2, 0, 1)]  # any order, e.g. one block per rank
+    assert [d.id for b in (1, 2, 0) for d, _ in shards[b]] == full  # no duplicates here, so draw i is problem i
 
 
 def test_templates_knob_limits_surface_forms():
