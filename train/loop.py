@@ -31,6 +31,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from frontload.corpus.config import ConfigError
+from frontload.corpus.errors import FrontloadError
 from frontload.corpus.events import RunFolder
 from frontload.train import compat
 from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -170,6 +171,11 @@ def train_loop(
     ``on_step(state, metrics)`` runs after each optimizer step and may return extra metric fields
     (RL adds rewards) that go into the same ``metrics`` event.
     """
+    if state.model_config.pp > 1:
+        raise FrontloadError(
+            f"pp = {state.model_config.pp}: this loop runs forward/backward without Megatron's pipeline "
+            "schedule; pipeline-parallel training is not supported yet (use tp or data parallel)"
+        )
     model = state.model
     opt = state.optimizer
     last_ckpt: Path | None = None
@@ -196,7 +202,6 @@ def train_loop(
         tokens = 0
         samples = 0
         sources: list[str] = []
-        indices: list[int] = []
         for mb in micro:
             mb = to_device(mb, device)
             loss, n, metrics = loss_fn(model, mb)
@@ -208,8 +213,15 @@ def train_loop(
             tokens += mb["tokens"].numel()
             samples += mb["tokens"].shape[0]
             sources.extend(mb.get("source", []))
-            indices.extend(int(i) for i in mb.get("index", []))
-        counts = _sum_over_dp(torch.tensor([loss_sum.item(), units.item(), tokens, samples], dtype=torch.float64))
+        # One all-reduce for the step's sums; loss-function metrics are averaged over all micro
+        # batches of all ranks (their keys are the same on every rank).
+        keys = sorted(extra_sums)
+        counts = _sum_over_dp(
+            torch.tensor(
+                [loss_sum.item(), units.item(), tokens, samples, len(micro), *(extra_sums[k] for k in keys)],
+                dtype=torch.float64,
+            )
+        )
         grad_norm = opt.step(units.to(torch.float32))
         opt.scheduler.step(1)
         state.step += 1
@@ -231,8 +243,8 @@ def train_loop(
             "sample_start": sample_start,
             "loss_units": total_units,
         }
-        for k, v in extra_sums.items():
-            record[k] = v / max(len(micro), 1)
+        for i, k in enumerate(keys):
+            record[k] = float(counts[5 + i]) / max(float(counts[4]), 1.0)
         if on_step is not None:
             record.update(on_step(state, record) or {})
         if state.step % config.log_every == 0 or state.step == config.steps:
