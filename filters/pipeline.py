@@ -35,7 +35,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from frontload.corpus.config import ConfigError, as_dict
 from frontload.corpus.errors import FrontloadError
 from frontload.corpus.fingerprint import fingerprint, sha256_file
-from frontload.corpus.manifest import Account, Manifest, ManifestError
+from frontload.corpus.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
 from frontload.filters.decontam import eval_set_name
 from frontload.filters.threshold import Rule, RuleError
 from frontload.filters.verify import MODES
@@ -243,6 +243,10 @@ class FilterRun:
         except ManifestError:
             pass
         cfg, w = self.config, self.work
+        # Eval files are read before any work, so a bad one fails fast; the manifest goes first so a
+        # crash can never leave an old manifest over new, partial outputs.
+        indexes = build_eval_indexes(list(cfg.decontaminate), cfg.ngram, cfg.question_field)
+        (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
         if (w / "logs").exists() and not (w / "scored").exists():
             shutil.rmtree(w)  # finished once, then its manifest went missing: start over, not half-skipped
         for stale in ("data", "rejects", "run"):
@@ -275,8 +279,7 @@ class FilterRun:
             )
         if cfg.rule:
             select.append(ThresholdFilter(cfg.rule, self._rejects("threshold", "threshold")))
-        if cfg.decontaminate:
-            indexes = build_eval_indexes(list(cfg.decontaminate), cfg.ngram, cfg.question_field)
+        if indexes:
             select.append(
                 DecontaminationFilter(
                     indexes, tuple(cfg.decontaminate_fields), self._rejects("decontaminate", "decontaminate")

@@ -219,6 +219,7 @@ def test_bad_inputs_name_the_field_or_file(tmp_path):
     _write(tmp_path / "in" / "data" / "0.jsonl", make_records(1, 1))
     with pytest.raises(FrontloadError, match=r"bad.jsonl:2: no field 'question'"):
         run_filters(tmp_path / "in", tmp_path / "out", FilterConfig(decontaminate=[str(bad)]))
+    assert not (tmp_path / "out").exists()  # the eval file is checked before any record is scored
 
 
 def test_a_crashed_run_resumes_and_still_balances(tmp_path, monkeypatch):
