@@ -195,10 +195,8 @@ def test_pass_rate_band_and_best_trace_per_problem(tmp_path):
 
 
 def test_bad_inputs_name_the_field_or_file(tmp_path):
-    from frontload.corpus.config import ConfigError
+    from frontload.corpus.config import ConfigError, from_mapping
     from frontload.corpus.errors import FrontloadError
-
-    from frontload.corpus.config import from_mapping
 
     with pytest.raises(ConfigError, match="rule"):
         FilterConfig(rule="__import__('os')")
