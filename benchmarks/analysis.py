@@ -9,7 +9,10 @@ total (realistic lines of ~300 bytes, written by DuckDB for speed), plus eval ev
   DuckDB's own ``read_ndjson`` of all files into one table with no bookkeeping at all. Rates are
   given per wall second and per CPU-second (all threads), since the machine may be shared;
 - re-ingest with nothing new, and an incremental ingest after 1% more rows are appended;
-- the ``ablation`` and ``persistence`` views (median of 5 queries on an open read-only connection).
+- the ``ablation``, ``persistence`` and ``data_mix`` views and the report's loss-curve query over all
+  metric rows (median of 5 queries on an open read-only connection);
+- many small files (``--small-runs`` eval run folders with two event files each): the batched
+  ingest against the same ingest forced to one file per statement and transaction.
 
 Targets (issue 9): ingest >= 1M rows/s, views < 1 s. Default size runs in about a minute on two
 cores; ``--full`` is the issue's 5M-row size.
@@ -84,6 +87,54 @@ def make_workspace(ws: Path, rows: int) -> list[Path]:
     return files
 
 
+def make_many_small(ws: Path, runs: int) -> int:
+    """Eval run folders with one evals and one predictions file each (20 questions); returns events."""
+    from frontload.corpus.events import RunFolder
+
+    for i in range(runs):
+        with RunFolder(ws / "runs" / ARMS[i % 3] / "eval-rl" / f"e{i:05d}", stage="eval", config={}) as run:
+            for q in range(20):
+                run.log(
+                    "predictions",
+                    phase="rl",
+                    checkpoint="c",
+                    task="t",
+                    question_id=q,
+                    question="q",
+                    gold="4",
+                    sample=0,
+                    completion="\\boxed{4}",
+                    prediction="4",
+                    verdict="correct",
+                    correct=True,
+                )
+            run.log("evals", phase="rl", checkpoint="c", step=1, task="t", metric="pass@1", value=1.0)
+    return runs * 21
+
+
+def many_small_files(root: Path, runs: int) -> None:
+    """Many small event files: batched ingest against one file per statement and transaction."""
+    import importlib
+
+    from frontload.analysis import ingest
+
+    module = importlib.import_module("frontload.analysis.ingest")
+    events = make_many_small(root / "many", runs)
+    times = {}
+    for label, batch_bytes in (("one file per transaction", 0), ("batched (default)", module._BATCH_BYTES)):
+        saved, module._BATCH_BYTES = module._BATCH_BYTES, batch_bytes
+        try:
+            t0 = time.perf_counter()
+            result = ingest(root / "many", progress=False, rebuild=True)
+            times[label] = time.perf_counter() - t0
+        finally:
+            module._BATCH_BYTES = saved
+        assert result.new_rows["predictions"] + result.new_rows["evals"] == events
+        print(f"small     {2 * runs} files, {events:,} events, {label:<25} {times[label]:.2f}s")
+    base, ours = times["one file per transaction"], times["batched (default)"]
+    print(f"small     batched ingest is {base / ours:.1f}x faster than one file per transaction")
+
+
 def baseline_load(path: Path, db: Path) -> tuple[int, float, float]:
     """The obvious loader: json.loads per line (the contract's read_events), a polars frame, one insert."""
     import duckdb
@@ -130,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the issue's size: 5M metric events")
     parser.add_argument("--workdir", type=Path, help="where to build the workspace (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the workspace afterwards")
+    parser.add_argument(
+        "--small-runs", type=int, default=500, help="eval run folders in the many-small-files workload"
+    )
     args = parser.parse_args(argv)
     rows = 5_000_000 if args.full else args.rows
 
@@ -205,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         lat = _median_latency(con, curves)
         con.close()
         print(f"query     loss curves over all metric rows (report), median of 5: {lat * 1000:.1f} ms")
+        many_small_files(root, args.small_runs)
         if args.keep:
             print(f"kept {root}")
     finally:

@@ -158,6 +158,14 @@ def test_extra_fields_are_kept_and_unknown_kinds_reported(study_ws):
     assert any("surprise.rank0.jsonl" in w and "skipped" in w for w in report.warnings)
     temps = query(study_ws, "SELECT DISTINCT extra->>'temperature' AS t FROM evals WHERE metric = 'pass@1'")
     assert temps["t"].to_list() == ["0.7"]
+    # A key that only the last of many small files has is kept too (they are read together).
+    (late,) = (study_ws / "runs" / "front_loaded_more" / "eval-rl").iterdir()
+    with RunFolder(late, stage="eval", config={}) as ev:
+        ev.log(
+            "evals", phase="rl", checkpoint="elsewhere", task="t", metric="accuracy", value=1.0, judge={"model": "m"}
+        )
+    ingest(study_ws, progress=False)
+    assert query(study_ws, "SELECT extra->>'$.judge.model' FROM evals WHERE task = 't'").item() == "m"
 
 
 # The example query of docs/analysis.md ("Lineage").
