@@ -110,8 +110,13 @@ class VLLMRollouts:
         temperature: float,
         top_p: float = 1.0,
         seed: int = 0,
+        logprobs: bool = False,
     ) -> list[Completion]:
-        """``n`` completions per prompt, prompt-major, as :class:`frontload.train.generate.Completion`."""
+        """``n`` completions per prompt, prompt-major, as :class:`frontload.train.generate.Completion`.
+
+        ``logprobs=True`` also returns vLLM's log-prob of each sampled token (RL does not ask: the
+        trainer recomputes them, and vLLM's log-softmax per token costs generation time).
+        """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -131,7 +136,7 @@ class VLLMRollouts:
                     seed=_sampling_seed(seed, i) if temperature > 0 else None,
                     stop_token_ids=self.stop_ids,
                     detokenize=False,
-                    logprobs=0,
+                    logprobs=0 if logprobs else None,
                 )
             )
         outs = self.llm.generate(requests, params, use_tqdm=False)
@@ -141,7 +146,7 @@ class VLLMRollouts:
                 ids = list(o.token_ids)
                 stopped = o.finish_reason == "stop"
                 text_ids = ids[:-1] if stopped and ids and ids[-1] in self.stop_ids else ids
-                logprobs = [d[t].logprob for d, t in zip(o.logprobs, ids)] if o.logprobs else []
+                lps = [d[t].logprob for d, t in zip(o.logprobs, ids)] if o.logprobs else []
                 completions.append(
                     Completion(
                         prompt_index=p,
@@ -150,7 +155,7 @@ class VLLMRollouts:
                         token_ids=ids,
                         text=self.tokenizer.decode(text_ids),
                         finish_reason="stop" if stopped else "length",
-                        logprobs=logprobs,
+                        logprobs=lps,
                     )
                 )
         return completions

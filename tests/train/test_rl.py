@@ -102,6 +102,8 @@ def test_rl_logs_rewards_and_rollouts_and_hands_on_a_checkpoint(sft_checkpoint, 
     assert all(m["verifier_errors"] == 0 for m in metrics)
     # the SFT model is right sometimes, so some groups disagree and the policy is pushed somewhere
     assert any(m["zero_variance_groups"] < 4 for m in metrics)
+    # flat groups are left out of the optimiser steps (unless every group is flat)
+    assert all(m["trained_sequences"] == ((4 - m["zero_variance_groups"]) * 4 or 16) for m in metrics)
     assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first update starts at the reference
     assert metrics[-1]["kl"] > 0
 
@@ -186,3 +188,26 @@ def test_cli_runs_rl_from_a_toml_file(sft_checkpoint, rl_set, tmp_path, capsys):
     assert read_meta(latest_checkpoint(tmp_path / "run"))["phase"] == "rl"
     assert main(["train", "rl", str(cfg), "--run-dir", str(tmp_path / "run2"), "--group-size", "1"]) == 2
     assert "group_size" in capsys.readouterr().err
+
+
+def test_minibatches_split_the_kept_rows_and_reshuffle_per_epoch(tmp_path, sft_checkpoint, rl_set):
+    from frontload.train.rl import GRPOBatches, Rollout
+
+    cfg = _config(tmp_path, sft_checkpoint, rl_set, minibatches=2, epochs=2)
+    source = GRPOBatches(config=cfg, state=None, tokenizer=None, prompts=[], run=None)
+    rollout = Rollout(
+        rl_step=3,
+        prompts=[],
+        completions=[],
+        rewards=[],
+        tensors={},
+        lengths=[],
+        train_rows=[0, 1, 2, 3, 8, 9, 10, 11],
+        stats={},
+    )
+    parts = [source.minibatch_rows(rollout, u) for u in range(4)]
+    for epoch in (parts[:2], parts[2:]):
+        assert sorted(epoch[0] + epoch[1]) == rollout.train_rows and len(epoch[0]) == 4
+    assert parts[:2] != parts[2:]  # a second pass visits the rows in another order
+    rollout.train_rows = [5]
+    assert source.minibatch_rows(rollout, 0) == source.minibatch_rows(rollout, 1) == [5]

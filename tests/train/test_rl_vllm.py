@@ -57,7 +57,7 @@ def test_vllm_follows_the_trainer_after_in_place_weight_updates(policy, tiny_tok
             assert _greedy_vllm(engine) == after  # ... and vLLM holds exactly the trainer's policy
             before = after
         # sampled completions carry vLLM's log-probs; the trainer's recomputation agrees with them
-        samples = engine.generate(PROMPTS[:1], n=3, max_new_tokens=8, temperature=1.0, seed=5)
+        samples = engine.generate(PROMPTS[:1], n=3, max_new_tokens=8, temperature=1.0, seed=5, logprobs=True)
         assert [s.sample_index for s in samples] == [0, 1, 2]
         for s in samples:
             mine = sequence_logprobs(model, s.prompt_ids, s.token_ids)
