@@ -13,6 +13,7 @@ import pytest
 from frontload.cli import main
 from frontload.corpus.events import read_events
 from frontload.corpus.manifest import Manifest
+from frontload.corpus.verify import verify_folder
 from frontload.filters.pipeline import FilterConfig, run_filters
 from frontload.filters.synthetic import filler, make_records, rollout
 
@@ -143,6 +144,7 @@ def test_exactly_the_planted_records_are_dropped_with_minhash_and_13grams(plante
     events, bad = read_events(out / "run" / "events" / "stats.rank0.jsonl")
     assert bad == 0 and any(e["dropped"].get("decontaminate:heldout") == 2 for e in events)
     assert Manifest.read(out, kind="corpus").account.to_dict() == acc.to_dict()
+    assert verify_folder(out) == []  # `frontload corpus verify` finds the folder sound
     # A rerun with the same config reuses the finished folder.
     assert run_filters(folder, out, config, tasks=2).fingerprint == manifest.fingerprint
 

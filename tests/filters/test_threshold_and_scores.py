@@ -122,3 +122,18 @@ def test_eval_index_short_questions_match_whole_and_long_ones_by_ngram():
     assert index.matches(tok("intro"), tok("so two three four five six seven eight nine ten"))
     assert not index.matches(tok("intro"), tok("two three four five six seven eight"))  # 7 words only
     assert not index.matches(tok("What is 2 + 4?"), [])  # numbers are not folded together
+
+
+def test_eval_questions_from_parquet_and_jsonl(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from frontload.filters.decontam import build_eval_indexes
+
+    pq.write_table(pa.table({"prompt": ["What is 2 + 3?", None], "answer": ["5", "x"]}), tmp_path / "a.parquet")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"prompt": "Name the capital of France."}) + "\n\n")
+    a, b = build_eval_indexes([str(tmp_path / "a.parquet"), f"capitals={tmp_path / 'b.jsonl'}"], 13, "prompt")
+    assert (a.name, a.questions, a.short) == ("a", 1, {"what is 2 3"})
+    assert (b.name, b.short) == ("capitals", {"name the capital of france"})
