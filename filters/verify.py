@@ -236,7 +236,11 @@ def _verify(gold: str, prediction: str, mode: str, rel_tol: float, abs_tol: floa
 def verify_answer(
     gold: str, prediction: str | None, mode: str = "math", *, rel_tol: float = 1e-6, abs_tol: float = 1e-9
 ) -> Verdict:
-    """``"correct"``, ``"wrong"`` or ``"unparseable"`` for one predicted answer; never raises, safe in threads."""
+    """``"correct"``, ``"wrong"`` or ``"unparseable"`` for one predicted answer; safe in threads.
+
+    Never raises for any gold or prediction (a verifier crash is ``"unparseable"``); only an unknown
+    ``mode`` (a programming error) raises ``ValueError``.
+    """
     if mode not in MODES:
         raise ValueError(f"verify mode must be one of {list(MODES)}, got {mode!r}")
     if prediction is None or not str(prediction).strip() or len(str(prediction)) > MAX_ANSWER_CHARS:
