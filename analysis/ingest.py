@@ -444,6 +444,14 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def _sql_literal(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, int | float):
+        return repr(v)
+    return _sql_str(str(v))
+
+
 def _ident(s: str) -> str:
     return '"' + s.replace('"', '""') + '"'
 
@@ -576,7 +584,9 @@ class _EventLoader:
             )
         ids = ", ".join(str(it.file_id) for it in items)
         self.con.execute(f"DELETE FROM ingest_files WHERE file_id IN ({ids})")
-        self.con.executemany("INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # One statement: DuckDB's executemany costs about a millisecond per row.
+        values = ", ".join("(" + ", ".join(_sql_literal(v) for v in row) + ")" for row in rows)
+        self.con.execute(f"INSERT INTO ingest_files VALUES {values}")
 
     def _done(self, items: list[_Item], added: dict[int, int], bad: dict[int, int]) -> None:
         for it in items:
