@@ -148,6 +148,12 @@ class RecordChecker:
             os.replace(tmp, final)
             self._sink = None
 
+    def abort(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink_paths[0].unlink(missing_ok=True)
+            self._sink = None
+
     def reject(self, source: str, line: int, reason: str, error: str, raw: Any) -> None:
         where = f"{source}:{line}"
         if self.on_error == "raise":
@@ -351,9 +357,13 @@ class CorpusReader(PipelineStep):
             yield from data
         self.checker.step = self
         self.checker.open(rank)
-        for doc in self._documents(rank, world_size):
-            self.stat_update("kept")
-            yield doc
+        try:
+            for doc in self._documents(rank, world_size):
+                self.stat_update("kept")
+                yield doc
+        except BaseException:
+            self.checker.abort()
+            raise
         self.checker.finish()
 
     def _documents(self, rank: int, world_size: int) -> DocumentsPipeline:

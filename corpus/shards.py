@@ -131,9 +131,10 @@ class AtomicTokenizedFile(MegatronTokenizedFile):
             os.replace(self._local(f"{self.filename}{ext}"), self._local(f"{self.final_name}{ext}"))
 
     def discard(self) -> None:
-        """Drop an empty shard: Megatron cannot memory-map a zero-byte ``.bin``."""
+        """Remove the temporary files: an empty shard (Megatron cannot map a zero-byte ``.bin``) or a failed task."""
         self.bin_file.close()
-        Path(self._local(f"{self.filename}.bin")).unlink(missing_ok=True)
+        for ext in (".bin", ".idx"):
+            Path(self._local(f"{self.filename}{ext}")).unlink(missing_ok=True)
 
 
 class MegatronShardWriter(MegatronDocumentTokenizer):
@@ -158,6 +159,23 @@ class MegatronShardWriter(MegatronDocumentTokenizer):
     def write_tokens(self, data: DocumentsPipeline, filename: str) -> MegatronTokenizedFile:
         tokens = AtomicTokenizedFile(self.output_folder, filename, self.token_size)
         mask = AtomicTokenizedFile(self.output_folder, f"{filename}_mask", 1) if self.sft else None
+        try:
+            self._write(data, tokens, mask)
+        except BaseException:
+            for f in (tokens, mask):
+                if f is not None:
+                    f.discard()
+            raise
+        for f in (tokens, mask):
+            if f is None:
+                continue
+            if f.sequence_lengths:
+                f.close()
+            else:
+                f.discard()
+        return tokens
+
+    def _write(self, data: DocumentsPipeline, tokens: AtomicTokenizedFile, mask: AtomicTokenizedFile | None) -> None:
         eod = self.tok.eod_id
         for batch in batched(data, self.batch_size):
             with self.track_time(unit="batch"):
@@ -177,14 +195,6 @@ class MegatronShardWriter(MegatronDocumentTokenizer):
                 tokens.write_batch(seqs)
                 self.stat_update("tokens", value=sum(len(s) for s in seqs))
                 self.stat_update("documents", value=len(seqs))
-        for f in (tokens, mask):
-            if f is None:
-                continue
-            if f.sequence_lengths:
-                f.close()
-            else:
-                f.discard()
-        return tokens
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self.write_tokens(data, f"{rank:05d}")

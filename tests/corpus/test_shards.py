@@ -108,3 +108,11 @@ def test_rerun_after_a_kill_is_byte_identical(tiny_tokenizer, tmp_path):
     with pytest.raises(FrontloadError, match="already holds a finished shards set"):
         build_shards(files[:1], b, tiny_tokenizer, tasks=2, workers=1)
     shutil.rmtree(tmp_path / "a")
+
+
+def test_strict_mode_stops_at_the_first_bad_record_naming_file_and_line(tiny_tokenizer, tmp_path):
+    files, _ = _write_inputs(tmp_path / "in", n_files=1)
+    with pytest.raises(FrontloadError, match=r"part0\.jsonl:2: malformed_json"):
+        build_shards(files, tmp_path / "strict", tiny_tokenizer, tasks=1, workers=1, on_error="raise")
+    assert not (tmp_path / "strict" / "manifest.json").exists()
+    assert not [p.name for p in (tmp_path / "strict").rglob("*") if p.is_file() and p.parent.name != "logs"]
