@@ -5,14 +5,16 @@ Invariants:
 - Idempotent: ingesting twice adds nothing. Small files (study.json, config.json, manifests, plans,
   checkpoint meta.json) are re-read every time and replace their tables in one transaction; event
   files are append-only and read from the byte offset recorded in ``ingest_files``.
-- Incremental: only bytes after that offset are parsed, each event file in its own transaction
-  together with its new offset, so a crash mid-ingest loses nothing and duplicates nothing.
+- Incremental: only bytes after that offset are parsed, in one transaction with the new offset
+  (a big file alone; small files of one kind many per statement), so a crash mid-ingest loses
+  nothing and duplicates nothing. A file that grows while it is read is re-read from a copy of
+  exactly the bytes planned.
 - A half-written last line (a writer killed mid-line, or still writing) is not consumed: the file
   is read up to its last newline and the rest is reported; the next ingest continues there.
 - Unknown schema versions (``v`` of an event, ``schema_version`` of a config.json or manifest) are
   errors naming the file; everything else in the workspace is still ingested first.
 - Parsing is DuckDB's own ``read_ndjson`` with a typed column list (schema columns plus any extra
-  keys as JSON), so millions of metric rows load per second and odd extra fields never break it.
+  keys as JSON), a few hundred thousand rows per CPU-second, and odd extra fields never break it.
 """
 
 from __future__ import annotations
@@ -813,10 +815,17 @@ def _prepare(con, db_path: Path) -> None:
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_info' AND table_schema = 'main'"
     ).fetchone()[0]
     if exists:
-        row = con.execute("SELECT schema_version FROM store_info").fetchone()
-        if row is not None and row[0] != SCHEMA_VERSION:
+        have = [r[0] for r in con.execute("DESCRIBE store_info").fetchall()]
+        want = [c.name for c in TABLE_BY_NAME["store_info"].columns]
+        row = con.execute("SELECT schema_version FROM store_info").fetchone() if "schema_version" in have else (None,)
+        if have != want or (row is not None and row[0] != SCHEMA_VERSION):
+            why = (
+                "its tables differ from this version's"
+                if row is not None and row[0] == SCHEMA_VERSION
+                else f"store schema {row[0] if row else None}, this one writes {SCHEMA_VERSION}"
+            )
             raise StoreError(
-                f"{db_path}: store schema version {row[0]} (this frontload writes {SCHEMA_VERSION}); "
+                f"{db_path}: made by another frontload version ({why}); "
                 "rebuild it with `frontload analysis ingest WORKSPACE --rebuild`"
             )
     for t in TABLES:

@@ -6,11 +6,13 @@ import importlib
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 from conftest import STEPS
 
 from frontload.analysis import ingest, query
 from frontload.analysis.ingest import IngestError
+from frontload.analysis.store import StoreError
 from frontload.cli import main
 from frontload.corpus.events import RunFolder
 
@@ -241,3 +243,13 @@ def test_a_file_growing_while_read_is_taken_only_up_to_the_recorded_offset(study
     run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
     seqs = query(study_ws, f"SELECT count(*), count(DISTINCT seq) FROM metrics WHERE run_id = '{run_id}'")
     assert seqs.row(0) == (STEPS["pretrain"] + 1, STEPS["pretrain"] + 1)
+
+
+def test_a_store_of_another_version_asks_for_a_rebuild(study_ws):
+    con = duckdb.connect(str(study_ws / "frontload.duckdb"))
+    con.execute("CREATE TABLE store_info (schema_version INTEGER, workspace VARCHAR)")
+    con.execute("INSERT INTO store_info VALUES (0, 'x')")
+    con.close()
+    with pytest.raises(StoreError, match=r"another frontload version \(store schema 0.*--rebuild"):
+        ingest(study_ws, progress=False)
+    assert ingest(study_ws, progress=False, rebuild=True).new_rows["metrics"] == 3 * sum(STEPS.values())
