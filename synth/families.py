@@ -707,42 +707,52 @@ def gen_sorting(rng: random.Random, difficulty: int, detailed: bool, k: int) -> 
 # logic: knights (always tell the truth) and knaves (always lie)
 
 
-def _statements(rng, people, speaker: int):
-    n = len(people)
-    kind = rng.randrange(5)
-    i = rng.randrange(n - 1)
-    i += i >= speaker  # the first person named is never the speaker (self-praise says nothing)
-    j = rng.randrange(n - 1)
-    j += j >= i
-    if kind == 0:
-        return (f"{people[i]} is a knight", lambda s: s[i])
-    if kind == 1:
-        return (f"{people[i]} is a knave", lambda s: not s[i])
-    if kind == 2:
-        return (f"{people[i]} and {people[j]} are both knights", lambda s: s[i] and s[j])
-    if kind == 3:
-        return (f"{people[i]} and {people[j]} are of the same kind", lambda s: s[i] == s[j])
-    return (f"at least one of {people[i]} and {people[j]} is a knave", lambda s: not (s[i] and s[j]))
-
-
 _CASES = {n: [tuple(bool(c >> (n - 1 - b) & 1) for b in range(n)) for c in range(2**n - 1, -1, -1)] for n in (2, 3, 4)}
+# Truth tables as bitmasks over the cases (bit c = case c): person p is a knight in the cases of _ROLE[n][p].
+_FULL = {n: (1 << 2**n) - 1 for n in _CASES}
+_ROLE = {n: [sum(1 << c for c, case in enumerate(cases) if case[p]) for p in range(n)] for n, cases in _CASES.items()}
+
+
+def _statement(rng: random.Random, people: Sequence[str], speaker: int) -> tuple[str, int]:
+    """A statement ``speaker`` could make, and the cases in which it is true."""
+    n = len(people)
+    role, full = _ROLE[n], _FULL[n]
+    # rng.random() is a C call; randrange is Python-level and was most of this generator's time.
+    rand = rng.random
+    i = int(rand() * (n - 1))
+    i += i >= speaker  # the first person named is never the speaker (self-praise says nothing)
+    j = int(rand() * (n - 1))
+    j += j >= i
+    a, b = role[i], role[j]
+    kind = int(rand() * 5)
+    if kind == 0:
+        return f"{people[i]} is a knight", a
+    if kind == 1:
+        return f"{people[i]} is a knave", full & ~a
+    if kind == 2:
+        return f"{people[i]} and {people[j]} are both knights", a & b
+    if kind == 3:
+        return f"{people[i]} and {people[j]} are of the same kind", full & ~(a ^ b)
+    return f"at least one of {people[i]} and {people[j]} is a knave", full & ~(a & b)
 
 
 def gen_logic(rng: random.Random, difficulty: int, detailed: bool, k: int) -> tuple[str, str, list[str]]:
     n = (2, 3, 3, 4, 4)[difficulty - 1]
     people = _sample(rng, NAMES, n, k)
-    cases = _CASES[n]
+    cases, role, full = _CASES[n], _ROLE[n], _FULL[n]
     while True:
         # Fix the answer first and let each speaker say something that fits their role, then keep the
         # puzzle only if no other assignment fits too; far fewer rejected drafts than random statements.
-        sol = cases[rng.randrange(len(cases) - 1)]  # the last case is all knaves, excluded
+        sol = rng.randrange(len(cases) - 1)  # the last case is all knaves, excluded
         says = []
+        fits = full  # cases in which every statement so far fits its speaker
         for p in range(n):
-            st = _statements(rng, people, p)
-            while st[1](sol) != sol[p]:
-                st = _statements(rng, people, p)
+            st = _statement(rng, people, p)
+            while (st[1] >> sol & 1) != (role[p] >> sol & 1):
+                st = _statement(rng, people, p)
             says.append(st)
-        if sum(all(says[p][1](c) == c[p] for p in range(n)) for c in cases) == 1:
+            fits &= full & ~(st[1] ^ role[p])
+        if fits == 1 << sol:
             break
     setting = _pick(
         rng,
@@ -755,17 +765,18 @@ def gen_logic(rng: random.Random, difficulty: int, detailed: bool, k: int) -> tu
     lines = " ".join(f'{people[p]} says: "{says[p][0]}."' for p in range(n))
     text = f"{setting} {lines} Which of them are knights? List the names separated by commas."
     steps = [f"Try all {2**n} assignments; a knight's statement must be true and a knave's false."] if detailed else []
-    for c in cases:
-        label = ", ".join(f"{people[p]} {'knight' if c[p] else 'knave'}" for p in range(n))
-        bad = next((p for p in range(n) if says[p][1](c) != c[p]), None)
+    words = [(f"{name} knave", f"{name} knight") for name in people]
+    for ci, c in enumerate(cases):
+        label = ", ".join([words[p][c[p]] for p in range(n)])
+        bad = next((p for p in range(n) if (says[p][1] >> ci & 1) != c[p]), None)
         if bad is None:
             steps.append(f"{label}: every statement fits. This is the solution.")
         else:
-            truth = "true" if says[bad][1](c) else "false"
+            truth = "true" if says[bad][1] >> ci & 1 else "false"
             steps.append(
                 f"{label}: {people[bad]}'s statement would be {truth}, which a {'knight' if c[bad] else 'knave'} cannot say."
             )
-    knights = [people[p] for p in range(n) if sol[p]]
+    knights = [people[p] for p in range(n) if cases[sol][p]]
     if detailed:
         steps.append(f"Only one assignment works, so the knights are {', '.join(knights)}.")
     return text, ", ".join(knights), steps

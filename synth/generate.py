@@ -413,7 +413,7 @@ def check_backend(cfg: GenerateConfig) -> None:
 def _inference_config(cfg: GenerateConfig, out_dir: Path):
     from datatrove.pipeline.inference.run_inference import InferenceConfig
 
-    delay = 2.0
+    delay = 2.0 if cfg.server == "vllm" else 0.25  # a local dummy server is up at once
     common = dict(
         model_name_or_path=cfg.teacher_model,
         model_max_context=cfg.max_model_len,
@@ -487,7 +487,7 @@ def generate_traces(problems_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """Sample ``config.rollouts`` teacher traces per problem into a corpus folder; resumes an unfinished run."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.inference.run_inference import InferenceRunner
-    from datatrove.pipeline.inference.types import ServerError
+    from datatrove.pipeline.inference.types import InferenceError, ServerError
     from datatrove.pipeline.readers import JsonlReader
 
     problems_dir, out_dir = Path(problems_dir), Path(out_dir)
@@ -540,6 +540,11 @@ def generate_traces(problems_dir: str | os.PathLike, out_dir: str | os.PathLike,
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise FrontloadError(
             f"{cfg.server} server for {cfg.teacher_model} failed: {e} (server log: {logs})\n{tail}"
+        ) from None
+    except InferenceError as e:
+        # Not a per-problem rejection (those become records): e.g. an unknown model name or a dead server.
+        raise FrontloadError(
+            f"requests to {cfg.server} ({cfg.teacher_model}) failed: {e.error}; rerun the same command to resume"
         ) from None
     return _finish(out_dir, cfg, fp, problems, n_problems, teacher)
 
