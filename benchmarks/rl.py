@@ -1,7 +1,7 @@
 """Benchmark of the RL phase: where a GRPO step's time goes, with the in-process sampler and with vLLM.
 
-Workload: a Llama-style model from a random init (so completions run to ``max_new_tokens`` and every
-step decodes the same number of tokens), ``--prompts`` addition prompts per step x ``--group``
+Workload: a Llama-style model from a random init (completions run long and stop only when a stop id
+is drawn by chance; throughput is counted per completion token), ``--prompts`` addition prompts per step x ``--group``
 completions each, two optimiser steps per rollout batch, KL to the reference on. Measured in one
 run, on the same model and prompts:
 
