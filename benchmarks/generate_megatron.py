@@ -7,7 +7,7 @@ docs, ``--new`` greedy tokens each with no early stop. Measured: generated token
 
 - ``frontload.train.generate.generate`` on the Megatron-core GPTModel (Megatron's static KV cache), and
 - the baseline, transformers' ``LlamaForCausalLM.generate`` (its dynamic KV cache) on the same
-  weights exported with ``frontload.train.export``, same batch, float32, same thread count;
+  weights exported with ``frontload.train.export``, same batch, float32, same thread count (``--threads``, default 1);
 
 best of ``--repeats`` runs after one warm-up each. It also checks the two produce the same token ids.
 
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="prompts decoded together (default 8; full 16)")
     ap.add_argument("--prompt-len", type=int, default=32, help="tokens per prompt")
     ap.add_argument("--new", type=int, default=None, help="new tokens per prompt (default 64; full 256)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides (0 = torch's default)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per side (best is reported)")
     args = ap.parse_args()
     batch = args.batch or (16 if args.full else 8)
@@ -91,6 +92,10 @@ def main() -> None:
                     pad_token_id=tok.pad_id,
                 )
 
+        if args.threads:
+            # Set last: building the model resets it. On a shared, oversubscribed machine multi-threaded
+            # kernels wait on descheduled threads.
+            torch.set_num_threads(args.threads)
         t_ours, out_ours = _best(ours, args.repeats)
         t_hf, out_hf = _best(theirs, args.repeats)
     tokens = batch * new

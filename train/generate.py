@@ -152,8 +152,9 @@ def _decode_batch(
     # Prefill: causal within the prompt, and nobody attends to a left pad.
     mask = compat.causal_mask(plen, device) | is_pad[:, None, None, :plen]
     alive = torch.arange(b, device=device)  # batch rows still decoding -> original row index
-    with compat.cuda_as_cpu():
-        logits = model(tokens, positions[:, :plen], mask, inference_context=ctx, runtime_gather_output=True)
+    # No cuda_as_cpu() mode here: the inference path allocates on torch.cuda.current_device() (patched
+    # by compat on CPU), and the mode's per-op Python hook costs about a third of a decode step.
+    logits = model(tokens, positions[:, :plen], mask, inference_context=ctx, runtime_gather_output=True)
     ctx.increment_sequence_len_offset(plen)
     ctx.enable_decode_mode()
     gens = list(generators)
@@ -183,14 +184,13 @@ def _decode_batch(
             gens = [gens[j] for j in keep]
         pos = ctx.sequence_len_offset
         step_mask = is_pad[alive][:, None, None, : pos + 1]
-        with compat.cuda_as_cpu():
-            logits = model(
-                ids[:, None],
-                positions[: len(alive), pos : pos + 1],
-                step_mask,
-                inference_context=ctx,
-                runtime_gather_output=True,
-            )
+        logits = model(
+            ids[:, None],
+            positions[: len(alive), pos : pos + 1],
+            step_mask,
+            inference_context=ctx,
+            runtime_gather_output=True,
+        )
         ctx.increment_sequence_len_offset(1)
     return [(out_ids[i], out_lp[i], stopped[i]) for i in range(b)]
 
