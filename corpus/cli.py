@@ -76,6 +76,7 @@ def _shards(args: argparse.Namespace) -> int:
         workers=args.workers,
         on_error="raise" if args.strict else "drop",
         overwrite=args.overwrite,
+        progress=True,
     )
     acc = manifest.account.to_dict() if manifest.account else None
     print(json.dumps({"folder": args.output, "counts": manifest.counts, "account": acc}, indent=2))

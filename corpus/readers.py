@@ -33,6 +33,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
+from tqdm import tqdm
 
 from frontload.corpus.chat import ASSISTANT, END, SYSTEM, USER
 from frontload.corpus.errors import FrontloadError
@@ -310,20 +311,21 @@ class CorpusReader(PipelineStep):
     name = "📖 frontload corpus reader"
     type = "📖 - READER"
 
-    def __init__(self, inputs: Sequence[str | os.PathLike], checker: RecordChecker, doc_progress: bool = False):
+    def __init__(self, inputs: Sequence[str | os.PathLike], checker: RecordChecker, progress: bool = False):
         super().__init__()
         self.inputs = [str(p) for p in inputs]
         self.checker = checker
-        self.readers = [self._reader_for(Path(p), doc_progress) for p in self.inputs]
+        self.progress = progress
+        self.readers = [self._reader_for(Path(p)) for p in self.inputs]
 
-    def _reader_for(self, path: Path, doc_progress: bool) -> PipelineStep:
+    def _reader_for(self, path: Path) -> PipelineStep:
         split = None
         if "::" in str(path):
             base, split = str(path).split("::", 1)
             path = Path(base)
         if not path.exists():
             raise FrontloadError(f"{path}: no such input file or folder")
-        common = dict(doc_progress=doc_progress, file_progress=False)
+        common = dict(doc_progress=False, file_progress=False)
         if path.is_file():
             name = path.name
             # datatrove turns a plain name into "*name", which would also match "other_name"; a character
@@ -373,7 +375,8 @@ class CorpusReader(PipelineStep):
             if isinstance(reader, BaseDiskReader):
                 files = reader.data_folder.list_files(recursive=reader.recursive, glob_pattern=reader.glob_pattern)
                 units += [(reader, f) for f in files]
-        for reader, f in units[rank::world_size]:
+        mine = units[rank::world_size]
+        for reader, f in tqdm(mine, desc=f"task {rank}", unit="file", position=rank, disable=not self.progress):
             yield from reader.read_files_shard([f])
         for reader in self.readers:
             if isinstance(reader, SavedDatasetReader):
@@ -386,13 +389,13 @@ def make_reader(
     *,
     on_error: str = "drop",
     rejects_dir: str | os.PathLike | None = None,
-    doc_progress: bool = False,
+    progress: bool = False,
 ) -> CorpusReader:
     """A datatrove reader step over ``inputs``; bad records are dropped (counted) or raise, per ``on_error``."""
     if not inputs:
         raise FrontloadError("no inputs given")
     checker = RecordChecker(spec or RecordSpec(), on_error, str(rejects_dir) if rejects_dir is not None else None)
-    return CorpusReader(inputs, checker, doc_progress=doc_progress)
+    return CorpusReader(inputs, checker, progress=progress)
 
 
 def read_documents(

@@ -271,6 +271,7 @@ def build_shards(
     batch_size: int = 1000,
     on_error: str = "drop",
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Manifest:
     """Tokenize ``inputs`` into a Megatron shard set at ``out_dir`` and return its manifest.
 
@@ -315,7 +316,9 @@ def build_shards(
     state.write_text(fp)
 
     threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-    reader = make_reader(inputs, cfg.record_spec(), on_error=cfg.on_error, rejects_dir=out / "rejects")
+    reader = make_reader(
+        inputs, cfg.record_spec(), on_error=cfg.on_error, rejects_dir=out / "rejects", progress=progress
+    )
     writer = MegatronShardWriter(str(out), tok, sft=cfg.sft, batch_size=cfg.batch_size, threads=threads)
     # fork, not datatrove's default forkserver: a caller's script without a __main__ guard would
     # otherwise re-run itself in every worker, and fork starts in milliseconds.

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from frontload.corpus.chat import SPECIAL_TOKENS
 from frontload.corpus.errors import FrontloadError
 from frontload.corpus.fingerprint import atomic_write, atomic_write_json, fingerprint_files
@@ -233,7 +235,7 @@ def train_tokenizer_from_texts(
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_lines(texts, 4096),
+            sentence_iterator=iter(tqdm(_lines(texts, 4096), desc="tokenizer lines", unit="line", mininterval=2)),
             model_writer=model,
             model_type="bpe",
             vocab_size=vocab_size,
