@@ -405,7 +405,10 @@ class RLConfig:
         if isinstance(self.reward, dict):
             self.reward = from_mapping(RewardConfig, self.reward, where="reward")
         if isinstance(self.optim, dict):
-            self.optim = from_mapping(OptimConfig, {**as_dict(_rl_optim()), **self.optim}, where="optim")
+            table = {**as_dict(_rl_optim()), **self.optim}
+            if "lr" in self.optim and "min_lr" not in self.optim:
+                table["min_lr"] = self.optim["lr"]  # the default schedule is constant: a lone lr means that rate
+            self.optim = from_mapping(OptimConfig, table, where="optim")
         for name in ("steps", "prompts_per_step", "minibatches", "epochs", "micro_batch", "generation_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")

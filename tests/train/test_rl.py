@@ -172,6 +172,8 @@ def test_config_errors_name_the_field(sft_checkpoint, rl_set, tmp_path):
         _config(tmp_path, sft_checkpoint, rl_set, reward={"mode": "fuzzy"})
     with pytest.raises(ConfigError, match=r"rl.toml.optim.lr"):
         _config(tmp_path, sft_checkpoint, rl_set, optim={"lr": -1.0})
+    # a lone lr is the constant rate (the default min_lr would otherwise exceed a small lr)
+    assert _config(tmp_path, sft_checkpoint, rl_set, optim={"lr": 5e-6}).optim.min_lr == 5e-6
     with pytest.raises(ConfigError, match=r"rl.toml.loss.kl"):
         _config(tmp_path, sft_checkpoint, rl_set, loss={"kl": 0.1})
 
