@@ -176,3 +176,13 @@ def test_prompt_order_is_seeded_epoch_permutations():
     # resuming at position 7 continues exactly where a straight run would be
     assert PromptOrder(5, seed=3).indices(7, 5) == first[7:12]
     assert any(PromptOrder(5, seed=s).indices(0, 5) != first[:5] for s in (4, 5, 6))
+
+
+def test_load_prompts_reads_a_synth_problems_corpus(tmp_path):
+    from frontload.synth.sources import write_problems
+
+    write_problems(tmp_path / "problems", families=["arithmetic"], n=6, seed=3, difficulty=1)
+    ps = load_prompts(tmp_path / "problems")
+    assert len(ps) == 6 and len({p.id for p in ps}) == 6
+    assert all(p.prompt.startswith("<|user|>\n") and p.prompt.endswith("<|assistant|>\n") for p in ps)
+    assert all(p.answer.lstrip("-").isdigit() for p in ps)
