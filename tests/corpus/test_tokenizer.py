@@ -8,7 +8,7 @@ import pytest
 
 from frontload.corpus.chat import SPECIAL_TOKENS, render_example
 from frontload.corpus.errors import FrontloadError
-from frontload.corpus.tokenizer import load_tokenizer
+from frontload.corpus.tokenizer import load_tokenizer, train_tokenizer_from_texts
 
 
 def _documents(n_slices: int = 300) -> list[str]:
@@ -67,6 +67,14 @@ def test_fingerprint_is_content_hash_and_pickle_reloads(tiny_tokenizer, tmp_path
     assert clone.encode("hello world") == tiny_tokenizer.encode("hello world")
     with pytest.raises(FrontloadError, match="no tokenizer.model or tokenizer.json"):
         load_tokenizer(tmp_path)
+
+
+def test_training_is_deterministic_and_too_large_a_vocabulary_is_named(tiny_tokenizer, tmp_path):
+    texts = [topics[k] for k in sorted(topics)]
+    again = train_tokenizer_from_texts(texts, tmp_path / "again", vocab_size=512)
+    assert again.fingerprint == tiny_tokenizer.fingerprint
+    with pytest.raises(FrontloadError, match=r"too_big.*Vocabulary size too high"):
+        train_tokenizer_from_texts(texts[:2], tmp_path / "too_big", vocab_size=5000)
 
 
 def test_transformers_loads_the_folder(tiny_tokenizer):
