@@ -198,8 +198,7 @@ class MegatronShardWriter(MegatronDocumentTokenizer):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self.write_tokens(data, f"{rank:05d}")
-        return
-        yield  # a pipeline step is a generator; this one only writes
+        yield from ()  # the last step of its pipeline: it writes and passes nothing on
 
 
 # -- the whole shard set -----------------------------------------------------------------------
