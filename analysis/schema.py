@@ -368,6 +368,20 @@ VIEWS: tuple[View, ...] = (
         ),
     ),
     View(
+        "filter_drops",
+        "Where dropped records went: one row per data step (stats events) and drop reason.",
+        (
+            _c("run_id", "VARCHAR", "the data run"),
+            _c("stage", "VARCHAR", "its stage (filters, traces, ...)"),
+            _c("run_path", "VARCHAR", "its folder (under corpora/<name>/ for a corpus's pipeline)"),
+            _c("step_name", "VARCHAR", "the pipeline step"),
+            _c("inputs", "BIGINT", "records into the step"),
+            _c("kept", "BIGINT", "records the step kept"),
+            _c("reason", "VARCHAR", "drop reason"),
+            _c("records", "BIGINT", "records dropped for it"),
+        ),
+    ),
+    View(
         "checkpoint_chain",
         "Every checkpoint with each of its ancestors (depth 0 = itself), following meta.json `parent`.",
         (

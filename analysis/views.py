@@ -86,6 +86,14 @@ FROM used
 GROUP BY arm, phase, source
 ORDER BY arm, phase_order, phase, tokens DESC, source
 """,
+    "filter_drops": """
+SELECT f.run_id, r.stage, r.path AS run_path, f.step_name, f.inputs, f.kept, d.reason,
+       CAST(json_extract(f.dropped, '$."' || d.reason || '"') AS BIGINT) AS records
+FROM filter_stats f
+LEFT JOIN runs r ON r.run_id = f.run_id,
+     unnest(json_keys(f.dropped)) AS d(reason)
+ORDER BY run_path, f.file_id, f.seq, d.reason
+""",
     "checkpoint_chain": """
 WITH RECURSIVE chain(checkpoint, ancestor, depth) AS (
     SELECT path, path, 0 FROM checkpoints

@@ -253,3 +253,21 @@ def test_a_store_of_another_version_asks_for_a_rebuild(study_ws):
     with pytest.raises(StoreError, match=r"another frontload version \(store schema 0.*--rebuild"):
         ingest(study_ws, progress=False)
     assert ingest(study_ws, progress=False, rebuild=True).new_rows["metrics"] == 3 * sum(STEPS.values())
+
+
+def test_filter_drops_account_for_every_dropped_record(study_ws):
+    ingest(study_ws, progress=False)
+    per_step = query(
+        study_ws, "SELECT step_name, inputs, kept, sum(records) AS dropped FROM filter_drops GROUP BY ALL"
+    )
+    assert per_step.height == 2 * 4
+    assert (per_step["inputs"] == per_step["kept"] + per_step["dropped"]).all()
+    # The pipelines' drops per corpus equal the drop account its manifest carries.
+    sql = """
+        SELECT c.name, sum(d.records) AS from_events,
+               any_value(c.inputs - c.kept) AS from_manifest
+        FROM filter_drops d JOIN corpora c ON d.run_path LIKE c.path || '/%'
+        GROUP BY c.name
+    """
+    rows = query(study_ws, sql)
+    assert rows.height == 4 and (rows["from_events"] == rows["from_manifest"]).all()
