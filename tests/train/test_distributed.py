@@ -6,42 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from train_data import write_config
 
 from frontload.cli import main
 from frontload.corpus.events import read_events
 from frontload.train.checkpoint import read_meta
-
-
-def write_config(path, run_dir, shard_sets, tokenizer, model_config):
-    path.write_text(
-        f"""
-run_dir = "{run_dir}"
-tokenizer = "{tokenizer.path}"
-global_batch = 8
-micro_batch = 2
-progress = false
-
-[shards]
-web = "{shard_sets["web"]}"
-reasoning = "{shard_sets["reasoning"]}"
-
-[model]
-layers = 2
-hidden = 64
-heads = 2
-seq_len = {model_config.seq_len}
-vocab_size = {model_config.vocab_size}
-
-[optim]
-lr = 3e-3
-warmup_steps = 2
-
-[[mix.pretrain]]
-samples = 40
-blend = {{ web = 0.5, reasoning = 0.5 }}
-"""
-    )
-    return path
 
 
 @pytest.mark.distributed

@@ -1,9 +1,17 @@
 """Exact resume: killed after a checkpoint and rerun, training repeats nothing, skips nothing, and its
 losses and weights are bitwise those of an uninterrupted run."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
+from train_data import write_config
 
+from frontload.cli import main
 from frontload.corpus.config import as_dict
 from frontload.corpus.events import read_events
 from frontload.corpus.mix import MixSchedule, MixStage
@@ -75,3 +83,36 @@ def test_finished_run_is_not_trained_again(tmp_path, shard_sets, tiny_model_conf
     n_events = len(read_events(tmp_path / "c" / "events" / "metrics.rank0.jsonl")[0])
     assert pretrain(cfg) == final
     assert len(read_events(tmp_path / "c" / "events" / "metrics.rank0.jsonl")[0]) == n_events == 6
+
+
+def test_sigkilled_process_resumes_where_its_last_checkpoint_stopped(
+    tmp_path, shard_sets, tiny_model_config, tiny_tokenizer
+):
+    """A real ``kill -9`` at an arbitrary moment (possibly inside a checkpoint save) loses nothing."""
+    cfg_path = write_config(tmp_path / "k.toml", tmp_path / "k", shard_sets, tiny_tokenizer, tiny_model_config)
+    cfg_path.write_text(cfg_path.read_text().replace("samples = 40", "samples = 64") + "\n")
+    args = ["train", "pretrain", str(cfg_path), "--save-every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "frontload", *args], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list_checkpoints(tmp_path / "k") and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = [read_meta(p)["step"] for p in list_checkpoints(tmp_path / "k")]
+    assert saved and all(s % 2 == 0 for s in saved)  # only complete checkpoints are visible
+
+    assert main([*args, "--no-progress"]) == 0
+    events = read_events(tmp_path / "k" / "events" / "metrics.rank0.jsonl")[0]
+    last = max(saved)  # the rerun starts after the newest complete checkpoint
+    second = events[len(events) - (8 - last) :]
+    assert [r["step"] for r in second] == list(range(last + 1, 9))
+    assert [r["sample_start"] for r in second] == list(range(last * 8, 64, 8))  # nothing skipped or repeated
+    assert read_meta(list_checkpoints(tmp_path / "k")[-1])["consumed_samples"] == 64
+
+    # The same config run without a kill logs the same losses, bitwise.
+    clean = write_config(tmp_path / "c.toml", tmp_path / "clean", shard_sets, tiny_tokenizer, tiny_model_config)
+    clean.write_text(clean.read_text().replace("samples = 40", "samples = 64") + "\n")
+    assert main(["train", "pretrain", str(clean), "--save-every", "2"]) == 0
+    reference = {r["step"]: r["loss"] for r in read_events(tmp_path / "clean" / "events" / "metrics.rank0.jsonl")[0]}
+    assert all(r["loss"] == reference[r["step"]] for r in events)

@@ -82,3 +82,36 @@ def sft_shards(folder: Path, tokenizer, n: int = 200, seed: int = 1) -> Path:
         docs.append(pi + ri)
         masks.append([0] * len(pi) + [1] * len(ri))
     return write_shards(folder, tokenizer, docs, masks)
+
+
+def write_config(path, run_dir, shard_sets, tokenizer, model_config):
+    """A pretraining TOML config over the web and reasoning shard sets (for the CLI tests)."""
+    path.write_text(
+        f"""
+run_dir = "{run_dir}"
+tokenizer = "{tokenizer.path}"
+global_batch = 8
+micro_batch = 2
+progress = false
+
+[shards]
+web = "{shard_sets["web"]}"
+reasoning = "{shard_sets["reasoning"]}"
+
+[model]
+layers = 2
+hidden = 64
+heads = 2
+seq_len = {model_config.seq_len}
+vocab_size = {model_config.vocab_size}
+
+[optim]
+lr = 3e-3
+warmup_steps = 2
+
+[[mix.pretrain]]
+samples = 40
+blend = {{ web = 0.5, reasoning = 0.5 }}
+"""
+    )
+    return path
