@@ -178,9 +178,10 @@ def evaluate_task(
     """
     from frontload.filters.verify import verify_answer
     from frontload.train.generate import generate
+    from frontload.train.model import unwrap
 
     questions = load_questions(task)
-    context = int(getattr(_bare(model), "max_sequence_length", 0)) or 1 << 30
+    context = int(getattr(unwrap(model), "max_sequence_length", 0)) or 1 << 30
     for q in questions:
         n_tokens = len(tokenizer.encode(q.prompt))
         if n_tokens >= context:
@@ -242,12 +243,6 @@ def evaluate_task(
     return results
 
 
-def _bare(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
-
-
 def _shard_stream(shard_dir: Path, tokenizer, limit: int):
     """Concatenated tokens (and loss mask) of a shard set's documents, up to ``limit`` tokens."""
     import numpy as np
@@ -298,7 +293,7 @@ def perplexity(
     from frontload.train import model as model_lib
 
     shard_dir = Path(shard_dir)
-    bare = _bare(model)
+    bare = model_lib.unwrap(model)
     seq = int(bare.max_sequence_length)
     tokens, mask = _shard_stream(shard_dir, tokenizer, config.perplexity_tokens)
     n_windows = max(1, (len(tokens) - 1) // seq)

@@ -34,22 +34,18 @@ from frontload.corpus.fingerprint import atomic_write_json
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _bare(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
-
-
 def hf_state_dict(model, config) -> dict[str, Any]:
     """Megatron GPTModel weights under Hugging Face ``LlamaForCausalLM`` names (tensors share no storage)."""
     from megatron.core import parallel_state
+
+    from frontload.train.model import unwrap
 
     if parallel_state.model_parallel_is_initialized() and (
         parallel_state.get_tensor_model_parallel_world_size() > 1
         or parallel_state.get_pipeline_model_parallel_world_size() > 1
     ):
         raise FrontloadError("export needs the whole model in one process: load the checkpoint with tp=1, pp=1")
-    sd = {k: v for k, v in _bare(model).state_dict().items() if not k.endswith("_extra_state")}
+    sd = {k: v for k, v in unwrap(model).state_dict().items() if not k.endswith("_extra_state")}
     heads, groups, hd = config.heads, config.kv_heads, config.head_dim
     per_group = heads // groups
     ffn = config.ffn_hidden

@@ -30,6 +30,7 @@ import torch
 
 from frontload.corpus.chat import END
 from frontload.corpus.errors import FrontloadError
+from frontload.train.model import unwrap
 
 
 @dataclass(kw_only=True)
@@ -43,12 +44,6 @@ class Completion:
     text: str  # decoded completion, cut before the first stop string
     finish_reason: str  # "stop" (a stop string or EOD) or "length" (max_new_tokens or the context ran out)
     logprobs: list[float] = field(default_factory=list)  # log-prob of each generated id (see module docstring)
-
-
-def _bare(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def _sampling_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -223,7 +218,7 @@ def generate(
         raise FrontloadError(f"n must be >= 1, got {n}")
     if temperature < 0 or not (0.0 < top_p <= 1.0):
         raise FrontloadError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
-    bare = _bare(model)
+    bare = unwrap(model)
     if not (getattr(bare, "pre_process", True) and getattr(bare, "post_process", True)):
         raise FrontloadError("generate needs the whole model in one pipeline stage (pp=1)")
     context = int(getattr(bare, "max_sequence_length", 0)) or 1 << 30
@@ -288,7 +283,7 @@ def sequence_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence
     """Log-probs of ``completion_ids`` after ``prompt_ids`` from one full forward (no cache); for checks."""
     from frontload.train import compat
 
-    bare = _bare(model)
+    bare = unwrap(model)
     ids = torch.tensor([*prompt_ids, *completion_ids], dtype=torch.long, device=next(bare.parameters()).device)
     was_training = bare.training
     bare.eval()
