@@ -92,6 +92,10 @@ def test_rerun_after_a_kill_is_byte_identical(tiny_tokenizer, tmp_path):
     first = build_shards(files, tmp_path / "a", tiny_tokenizer, tasks=2, workers=1)
     build_shards(files, tmp_path / "b", tiny_tokenizer, tasks=2, workers=1)
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
+    # The tokenizer.json twin alone writes the same bytes as the SentencePiece model.
+    hf = build_shards(files, tmp_path / "hf", tiny_tokenizer.path / "tokenizer.json", tasks=2, workers=1)
+    assert _hashes(tmp_path / "hf") == _hashes(tmp_path / "a")
+    assert hf.extra["tokenizer_fingerprint"] != first.extra["tokenizer_fingerprint"]
     # Simulate a kill during task 1: no manifest, no completion marker, a half-written temporary file.
     b = tmp_path / "b"
     (b / "manifest.json").unlink()
