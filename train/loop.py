@@ -455,6 +455,17 @@ def run_phase(
             )
         state.resume(run_dir)
         state.parent = parent if parent is not None else meta.get("parent")
+        planned = getattr(dataset, "consumed_by_source", None)
+        if planned is not None and state.consumed_samples <= len(dataset):
+            # The blending index says which sources samples [0, k) came from; a mismatch means the
+            # data under the run folder is not the data the checkpoint was trained on.
+            expected = planned(state.consumed_samples)
+            if expected != state.consumed_by_source:
+                raise ConfigError(
+                    "mix",
+                    f"{resumed}: consumed {state.consumed_by_source} per source, but the mix plan's first "
+                    f"{state.consumed_samples} samples are {expected}; the data changed, use a new run folder",
+                )
     run = RunFolder(run_dir, stage=phase, config=config_dict, arm=config.arm, phase=phase, parent=parent, rank=rt.rank)
     try:
         batches = dataset_batches(dataset, loop_cfg, rt.dp_rank, rt.dp_size)
