@@ -2,18 +2,12 @@
 
 ``ingest(workspace)`` loads a workspace's run folders into ``workspace/frontload.duckdb``;
 ``connect(workspace)`` opens it read-only; ``query(workspace, sql)`` returns a polars DataFrame;
-``report(workspace)`` prints the ablation and persistence tables and writes the plots.
+``report(workspace)`` prints the ablation and persistence tables and writes the plots. DuckDB,
+polars and matplotlib are imported only when these run.
 """
 
-from frontload.analysis.ingest import IngestReport, ingest
-from frontload.analysis.store import connect, query
+from frontload.analysis.ingest import IngestError, IngestReport, ingest
+from frontload.analysis.report import ReportPaths, report
+from frontload.analysis.store import StoreError, connect, query
 
-
-def report(workspace, **kwargs):
-    """Ingest what is new, print the tables and write the plots (see :func:`frontload.analysis.report.report`)."""
-    from frontload.analysis.report import report as _report
-
-    return _report(workspace, **kwargs)
-
-
-__all__ = ["IngestReport", "connect", "ingest", "query", "report"]
+__all__ = ["IngestError", "IngestReport", "ReportPaths", "StoreError", "connect", "ingest", "query", "report"]
