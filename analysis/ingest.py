@@ -487,7 +487,6 @@ class _EventLoader:
 
     def __init__(self, con, ws: Path, paths: _Paths, report: IngestReport) -> None:
         self.con, self.ws, self.paths, self.report = con, ws, paths, report
-        self.tmp = Path(tempfile.mkdtemp(prefix="frontload-ingest-"))
         self.state = {
             row[1]: row
             for row in con.execute(
@@ -497,6 +496,7 @@ class _EventLoader:
         self.next_id = 1 + (con.execute("SELECT max(file_id) FROM ingest_files").fetchone()[0] or 0)
         self.changed = False  # whether any event table changed (then `phases` is rebuilt)
         self.version_errors: list[str] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="frontload-ingest-"))  # last: close() removes it
 
     def close(self) -> None:
         for p in self.tmp.iterdir():
