@@ -271,6 +271,7 @@ def build_shards(
     on_error: str = "drop",
     overwrite: bool = False,
     progress: bool = False,
+    executor: str = "local",
 ) -> Manifest:
     """Tokenize ``inputs`` into a Megatron shard set at ``out_dir`` and return its manifest.
 
@@ -321,15 +322,27 @@ def build_shards(
     writer = MegatronShardWriter(str(out), tok, sft=cfg.sft, batch_size=cfg.batch_size, threads=threads)
     # fork, not datatrove's default forkserver: a caller's script without a __main__ guard would
     # otherwise re-run itself in every worker, and fork starts in milliseconds.
-    start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    executor = LocalPipelineExecutor(
-        pipeline=[reader, writer],
-        tasks=cfg.tasks,
-        workers=cfg.workers,
-        logging_dir=str(out / "logs"),
-        start_method=start,
-    )
-    executor.run()
+    if executor == "local":
+        start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        LocalPipelineExecutor(
+            pipeline=[reader, writer],
+            tasks=cfg.tasks,
+            workers=cfg.workers,
+            logging_dir=str(out / "logs"),
+            start_method=start,
+        ).run()
+    else:
+        from frontload.corpus.executors import make_executor, run_to_completion
+
+        ex = make_executor(
+            [reader, writer],
+            kind=executor,
+            tasks=cfg.tasks,
+            workers=cfg.workers,
+            logging_dir=str(out / "logs"),
+            job_name=f"shards-{out.name}",
+        )
+        run_to_completion(ex, cfg.tasks, str(out / "logs"))
     missing = [r for r in range(cfg.tasks) if not (out / "logs" / "completions" / f"{r:05d}").exists()]
     if missing:
         raise FrontloadError(f"{out}: tasks {missing} did not finish; see {out / 'logs' / 'logs'}; rerun to resume")

@@ -136,7 +136,7 @@ def shards_action(plan: StudyPlan, name: str, sft: bool):
         from frontload.corpus.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(plan["tokenizer"].output)
-        build_shards(corpus_files(plan[f"corpus:{name}"].output), out, tokenizer, sft=sft)
+        build_shards(corpus_files(plan[f"corpus:{name}"].output), out, tokenizer, sft=sft, executor=plan.data_executor)
 
     return action
 
