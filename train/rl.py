@@ -333,6 +333,53 @@ class PromptOrder:
         return [self._perm(g // self.n)[g % self.n] for g in range(start, start + k)]
 
 
+class PromptMix:
+    """The RL set's mix over named prompt sets: which set each slot draws from, then that set's own order.
+
+    Slot ``g`` goes to the set furthest below its target share ``w_s * (g + 1)`` (ties to the first
+    name), the deterministic blending Megatron's ``BlendedDataset`` uses; within a set, prompts come in
+    :class:`PromptOrder`. Both are pure functions of ``g``, so resuming needs no sampler state.
+    """
+
+    def __init__(self, sizes: dict[str, int], weights: dict[str, float], seed: int) -> None:
+        self.names = sorted(sizes)
+        total = sum(weights.get(n, 0.0) for n in self.names) if weights else float(sum(sizes.values()))
+        self.share = {n: (weights[n] if weights else sizes[n]) / total for n in self.names}
+        self.orders = {n: PromptOrder(sizes[n], seed + 7919 * i) for i, n in enumerate(self.names)}
+        self._slots: list[str] = []  # source of slots 0 .. len - 1, extended on demand
+        self._counts = dict.fromkeys(self.names, 0)
+        self._within: list[int] = []  # position of each slot within its set
+
+    def _extend(self, upto: int) -> None:
+        while len(self._slots) < upto:
+            g = len(self._slots)
+            name = max(self.names, key=lambda n: (self.share[n] * (g + 1) - self._counts[n], -self.names.index(n)))
+            self._slots.append(name)
+            self._within.append(self._counts[name])
+            self._counts[name] += 1
+
+    def indices(self, start: int, k: int) -> list[tuple[str, int]]:
+        """``(set name, prompt index)`` of slots ``start .. start + k - 1``."""
+        self._extend(start + k)
+        return [
+            (self._slots[g], self.orders[self._slots[g]].indices(self._within[g], 1)[0])
+            for g in range(start, start + k)
+        ]
+
+
+def load_prompt_sets(prompts: str | dict[str, str]) -> dict[str, list[RLPrompt]]:
+    """The named RL sets of a config: one path (named ``rl``) or a table ``{name: path}`` (source = name)."""
+    if isinstance(prompts, str):
+        return {"rl": load_prompts(prompts)}
+    sets = {}
+    for name, path in prompts.items():
+        loaded = load_prompts(path)
+        for p in loaded:
+            p.source = name  # consumed_by_source counts the mix's own names
+        sets[name] = loaded
+    return sets
+
+
 # --------------------------------------------------------------------------------------------
 # The RL phase.
 # --------------------------------------------------------------------------------------------
@@ -372,7 +419,8 @@ class RLConfig:
 
     run_dir: str  # run folder: config.json, events/, checkpoints/
     init_from: str  # the SFT checkpoint (or its run folder: latest checkpoint); also the KL reference
-    prompts: str  # RL set: a corpus folder (metadata.problem/answer) or a JSONL file with question/answer
+    prompts: str | dict[str, str]  # RL set: a corpus folder or JSONL file (question/answer), or {name: path, ...}
+    prompt_weights: dict[str, float] = field(default_factory=dict)  # share of each named set; {} = by size
     steps: int = 10  # GRPO steps (rollout batches)
     prompts_per_step: int = 4  # prompts sampled per GRPO step
     group_size: int = 4  # completions per prompt (the GRPO group)
@@ -412,6 +460,16 @@ class RLConfig:
         for name in ("steps", "prompts_per_step", "minibatches", "epochs", "micro_batch", "generation_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        names = set(self.prompts) if isinstance(self.prompts, dict) else set()
+        if isinstance(self.prompts, dict) and not self.prompts:
+            raise ConfigError("prompts", "names no prompt set")
+        for name, w in self.prompt_weights.items():
+            if name not in names:
+                raise ConfigError(f"prompt_weights.{name}", f"is not a named prompt set (sets: {sorted(names)})")
+            if w < 0:
+                raise ConfigError(f"prompt_weights.{name}", f"must be >= 0, got {w}")
+        if self.prompt_weights and (set(self.prompt_weights) != names or not sum(self.prompt_weights.values()) > 0):
+            raise ConfigError("prompt_weights", f"give a weight for every set {sorted(names)}, not all zero")
         if self.group_size < 2:
             raise ConfigError("group_size", f"GRPO needs at least 2 completions per prompt, got {self.group_size}")
         if self.max_new_tokens < 1:
@@ -468,12 +526,14 @@ class GRPOBatches:
     and timings to the loop's metrics event.
     """
 
-    def __init__(self, *, config: RLConfig, state, tokenizer, prompts: list[RLPrompt], run, reference=None) -> None:
+    def __init__(
+        self, *, config: RLConfig, state, tokenizer, prompts: dict[str, list[RLPrompt]], run, reference=None
+    ) -> None:
         self.config = config
         self.state = state
         self.tokenizer = tokenizer
         self.prompts = prompts
-        self.order = PromptOrder(len(prompts), config.seed)
+        self.order = PromptMix({k: len(v) for k, v in prompts.items()}, config.prompt_weights, config.seed)
         self.run = run
         self.reference = reference
         self.scorer = RewardScorer(config.reward)
@@ -563,7 +623,7 @@ class GRPOBatches:
         cfg = self.config
         P, G = cfg.prompts_per_step, cfg.group_size
         self.timings = {"generate_s": 0.0, "logprobs_s": 0.0, "sync_s": 0.0, "reward_s": 0.0}
-        chosen = [self.prompts[i] for i in self.order.indices((rl_step - 1) * P, P)]
+        chosen = [self.prompts[name][i] for name, i in self.order.indices((rl_step - 1) * P, P)]
         completions, recompute = self._sample([p.prompt for p in chosen], self._rollout_seed(rl_step))
         t0 = time.perf_counter()
         errors_before = self.scorer.errors
@@ -725,10 +785,10 @@ def grpo_loss_fn(config: RLConfig):
     return loss_fn
 
 
-def _prompt_set_fingerprint(prompts: list[RLPrompt]) -> str:
+def _prompt_set_fingerprint(sets: dict[str, list[RLPrompt]], weights: dict[str, float]) -> str:
     from frontload.corpus.fingerprint import fingerprint
 
-    return fingerprint([[p.id, p.prompt, p.answer] for p in prompts])
+    return fingerprint({k: [[p.id, p.prompt, p.answer] for p in v] for k, v in sets.items()}, weights)
 
 
 def reference_fingerprint(ckpt_dir: str | os.PathLike) -> str:
@@ -760,8 +820,9 @@ def rl(config: RLConfig) -> Path:
     if not tokenizer_dir.exists():
         raise FrontloadError(f"{tokenizer_dir}: the SFT checkpoint holds no tokenizer copy")
     tokenizer = load_tokenizer(tokenizer_dir)
-    prompts = load_prompts(config.prompts)
-    prompts_fp = _prompt_set_fingerprint(prompts)
+    prompt_sets = load_prompt_sets(config.prompts)
+    prompts_fp = _prompt_set_fingerprint(prompt_sets, config.prompt_weights)
+    prompts = [p for v in prompt_sets.values() for p in v]
     ref_fp = reference_fingerprint(parent)
     longest = max(len(ids) for ids in tokenizer.encode_batch([p.prompt for p in prompts]))
     if longest >= model_config.seq_len:
@@ -858,7 +919,7 @@ def rl(config: RLConfig) -> Path:
         extra={"reference_fingerprint": ref_fp, "prompts_fingerprint": prompts_fp},
     )
     source = GRPOBatches(
-        config=config, state=state, tokenizer=tokenizer, prompts=prompts, run=run, reference=reference
+        config=config, state=state, tokenizer=tokenizer, prompts=prompt_sets, run=run, reference=reference
     )
     try:
         last = train_loop(state, source, grpo_loss_fn(config), loop_cfg, run, on_step=source.on_step)
@@ -931,7 +992,9 @@ __all__ = [
     "RewardConfig",
     "RewardScorer",
     "RLPrompt",
+    "PromptMix",
     "PromptOrder",
+    "load_prompt_sets",
     "group_advantages",
     "grpo_loss",
     "load_prompts",

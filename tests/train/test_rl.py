@@ -174,6 +174,8 @@ def test_config_errors_name_the_field(sft_checkpoint, rl_set, tmp_path):
         _config(tmp_path, sft_checkpoint, rl_set, optim={"lr": -1.0})
     # a lone lr is the constant rate (the default min_lr would otherwise exceed a small lr)
     assert _config(tmp_path, sft_checkpoint, rl_set, optim={"lr": 5e-6}).optim.min_lr == 5e-6
+    with pytest.raises(ConfigError, match=r"rl.toml.prompt_weights.other"):
+        _config(tmp_path, sft_checkpoint, rl_set, prompts={"add": str(rl_set)}, prompt_weights={"other": 1.0})
     with pytest.raises(ConfigError, match=r"rl.toml.loss.kl"):
         _config(tmp_path, sft_checkpoint, rl_set, loss={"kl": 0.1})
 
@@ -196,7 +198,7 @@ def test_minibatches_split_the_kept_rows_and_reshuffle_per_epoch(tmp_path, sft_c
     from frontload.train.rl import GRPOBatches, Rollout
 
     cfg = _config(tmp_path, sft_checkpoint, rl_set, minibatches=2, epochs=2)
-    source = GRPOBatches(config=cfg, state=None, tokenizer=None, prompts=[], run=None)
+    source = GRPOBatches(config=cfg, state=None, tokenizer=None, prompts={}, run=None)
     rollout = Rollout(
         rl_step=3,
         prompts=[],
@@ -213,3 +215,34 @@ def test_minibatches_split_the_kept_rows_and_reshuffle_per_epoch(tmp_path, sft_c
     assert parts[:2] != parts[2:]  # a second pass visits the rows in another order
     rollout.train_rows = [5]
     assert source.minibatch_rows(rollout, 0) == source.minibatch_rows(rollout, 1) == [5]
+
+
+def test_a_mix_of_named_prompt_sets(sft_checkpoint, rl_set, tmp_path):
+    from frontload.train.rl import PromptMix
+
+    mix = PromptMix({"a": 5, "b": 3}, {"a": 3.0, "b": 1.0}, seed=1)
+    slots = mix.indices(0, 16)
+    assert [n for n, _ in slots].count("a") == 12  # 3 : 1
+    assert sorted([i for n, i in slots if n == "a"][:5]) == [0, 1, 2, 3, 4]  # each set in its own epochs
+    assert PromptMix({"a": 5, "b": 3}, {"a": 3.0, "b": 1.0}, seed=1).indices(9, 7) == slots[9:]  # resumable
+    assert [n for n, _ in PromptMix({"a": 6, "b": 2}, {}, seed=1).indices(0, 8)].count("b") == 2  # by size
+
+    other = tmp_path / "doubles.jsonl"
+    other.write_text(
+        "".join(json.dumps({"question": f"What is {a} + {a}?", "answer": str(2 * a)}) + "\n" for a in range(5))
+    )
+    run_dir = tmp_path / "rl"
+    rl(
+        _config(
+            run_dir,
+            sft_checkpoint,
+            rl_set,
+            steps=1,
+            minibatches=1,
+            prompts={"sums": str(rl_set), "doubles": str(other)},
+            prompt_weights={"sums": 1.0, "doubles": 1.0},
+            loss={"skip_zero_variance": False},  # every rollout trains, so the counts show the 1 : 1 mix
+        )
+    )
+    (m,) = _metrics(run_dir)
+    assert m["consumed_by_source"] == {"doubles": 8, "sums": 8}
