@@ -496,7 +496,9 @@ class _EventLoader:
         self.next_id = 1 + (con.execute("SELECT max(file_id) FROM ingest_files").fetchone()[0] or 0)
         self.changed = False  # whether any event table changed (then `phases` is rebuilt)
         self.version_errors: list[str] = []
-        self.tmp = Path(tempfile.mkdtemp(prefix="frontload-ingest-"))  # last: close() removes it
+        # Slices of event files are copied beside the workspace's data (same filesystem, no /tmp to fill);
+        # a hidden folder, so a scan never reads it. Made last: close() removes it.
+        self.tmp = Path(tempfile.mkdtemp(prefix=".frontload-ingest-", dir=ws))
 
     def close(self) -> None:
         for p in self.tmp.iterdir():
