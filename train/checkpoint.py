@@ -239,10 +239,11 @@ def load_checkpoint(
     return meta
 
 
-def load_model(ckpt_dir: str | os.PathLike, *, seed: int = 1234):
+def load_model(ckpt_dir: str | os.PathLike, *, seed: int | None = None):
     """Build the model a checkpoint describes and load its weights: ``(model, ModelConfig, meta)``.
 
-    Initialises a single-process runtime when none is running. The model is in eval mode.
+    Initialises a single-process runtime when none is running; an initialised process keeps its
+    RNG states unless ``seed`` is given. The model is in eval mode.
     """
     from frontload.train.runtime import init_distributed
 

@@ -37,8 +37,12 @@ class Runtime:
         return self.rank == 0
 
 
-def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, backend: str | None = None) -> Runtime:
-    """Join or create the process group, build Megatron's parallel groups, seed its RNG tracker."""
+def init_distributed(tp: int = 1, pp: int = 1, seed: int | None = 1234, backend: str | None = None) -> Runtime:
+    """Join or create the process group, build Megatron's parallel groups, seed every RNG.
+
+    ``seed=None`` leaves the RNG states of an already initialised process alone (loading a model
+    for evaluation must not reset a running phase's random streams); fresh groups are always seeded.
+    """
     from megatron.core import parallel_state
 
     compat.install()
@@ -61,11 +65,13 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, backend: str | 
         )
         if not same:
             parallel_state.destroy_model_parallel()
-    if not parallel_state.model_parallel_is_initialized():
+    fresh = not parallel_state.model_parallel_is_initialized()
+    if fresh:
         parallel_state.initialize_model_parallel(
             tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, create_gloo_process_groups=True
         )
-    seed_everything(seed)
+    if seed is not None or fresh:
+        seed_everything(1234 if seed is None else seed)
     return current_runtime()
 
 
