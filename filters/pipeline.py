@@ -185,6 +185,8 @@ class FilterRun:
     def _reader(self, folder: Path | str, progress: bool = False):
         from datatrove.pipeline.readers import JsonlReader
 
+        if not any(Path(folder).rglob("*.jsonl*")):
+            return []  # every record was dropped upstream: datatrove takes a list as the (empty) data
         return JsonlReader(str(folder), glob_pattern="*.jsonl*", recursive=True, doc_progress=progress)
 
     def _writer(self, folder: Path | str):
@@ -316,15 +318,11 @@ class FilterRun:
         stats.append(("dedup", self._exec("5_apply", apply, self.tasks)))
 
         # 6. near-duplicate traces
-        if near and on_trace:
-            if _count_lines(apply_out):
-                exclusion = self._rejects("minhash_trace", "dedup:minhash_trace")
-                stats.append(
-                    ("minhash traces", self._minhash("minhash_trace", apply_out, "trace", exclusion, final_dir))
-                )
-            else:
-                final_dir.mkdir(parents=True, exist_ok=True)
+        if near and on_trace and _count_lines(apply_out):
+            exclusion = self._rejects("minhash_trace", "dedup:minhash_trace")
+            stats.append(("minhash traces", self._minhash("minhash_trace", apply_out, "trace", exclusion, final_dir)))
 
+        final_dir.mkdir(parents=True, exist_ok=True)  # present even when nothing was kept
         manifest = self._account(stats, run)
         run.close()
         for tmp in ("scored", "selected", "deduped", "problems"):

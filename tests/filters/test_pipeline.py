@@ -247,3 +247,11 @@ def test_a_crashed_run_resumes_and_still_balances(tmp_path, monkeypatch):
     events, _ = read_events(out / "run" / "events" / "stats.rank0.jsonl")
     verify = [e for e in events if "verify answers" in e["step_name"]]
     assert verify[-1]["inputs"] == 20  # stats merged from both ranks' files, not only the rerun ones
+
+
+def test_a_rule_that_drops_everything_still_writes_a_balanced_corpus(tmp_path):
+    _write(tmp_path / "in" / "data" / "00000.jsonl", make_records(5, rollouts=2, seed=2))
+    out = tmp_path / "out"
+    acc = run_filters(tmp_path / "in", out, FilterConfig(rule="length_v1 < 0", dedup=["exact", "minhash"])).account
+    assert acc.to_dict() == {"in": 10, "kept": 0, "dropped": {"threshold:length_v1 < 0": 10}}
+    assert (out / "data").is_dir() and _kept_ids(out) == []
