@@ -53,7 +53,7 @@ class LoopConfig:
     log_every: int = 1  # write a metrics event every this many steps
     save_every: int = 0  # checkpoint every this many steps (0 = only at the end)
     keep_last: int | None = None  # keep only the newest N checkpoints (None = all)
-    exit_after: int | None = None  # stop after this many steps in this invocation (time-limited jobs); rerun resumes
+    exit_after: int | None = None  # stop (with a checkpoint) after this many steps in this invocation; rerun resumes
     progress: bool = True  # tqdm progress bar on rank 0
 
     def __post_init__(self) -> None:
@@ -192,6 +192,9 @@ def train_loop(
     model.train()
     while state.step < config.steps:
         if config.exit_after is not None and state.step - start_step >= config.exit_after:
+            if last_ckpt is None or not last_ckpt.name.endswith(f"{state.step:08d}"):
+                # A time-limited job leaves a checkpoint of where it stopped, so no step is redone.
+                last_ckpt = state.save(run.path, keep_last=config.keep_last)
             break
         t0 = time.perf_counter()
         micro = batches(state.step, state.consumed_samples)
@@ -312,7 +315,7 @@ class PhaseConfig:
     log_every: int = 1  # metrics event every N steps
     save_every: int = 0  # checkpoint every N steps (0 = only at the end)
     keep_last: int | None = None  # keep only the newest N checkpoints
-    exit_after: int | None = None  # stop after N steps in this invocation; rerunning resumes
+    exit_after: int | None = None  # stop after N steps in this invocation, with a checkpoint; rerunning resumes
     seed: int = 1234  # model init, data order (through the mix plan) and RNG streams
     arm: str | None = None  # study arm this run belongs to (recorded in config.json)
     init_from: str | None = None  # checkpoint (or run folder: its latest checkpoint) to start from
