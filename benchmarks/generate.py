@@ -9,11 +9,12 @@ Two measurements, each printed as a ratio against a baseline measured in the sam
 2. ``pipeline``: completion tokens/s of ``generate_traces`` (datatrove ``InferenceRunner`` → vLLM
    OpenAI server, records written, checkpoints on) against vLLM's own offline ``LLM.generate`` on the
    same prompts, the same tiny random Llama and the same sampling (``ignore_eos``, fixed length).
-   Both run one after the other on the same machine, engine start excluded from both.
+   Both run one after the other on the same machine, engine start excluded from both, best of two;
+   the pipeline's time is the whole ``generate_traces`` call (checks, executor, reading, writing).
 
 Usage::
 
-    python benchmarks/generate.py                 # small default (a few minutes on 2 cores)
+    python benchmarks/generate.py                 # small default: 64 problems x 4 rollouts x 128 tokens
     python benchmarks/generate.py --full          # 256 problems x 4 rollouts x 256 tokens, hidden 256
     python benchmarks/generate.py --only generators
 """
@@ -84,10 +85,13 @@ llm = LLM(model=cfg["model"], max_model_len=cfg["max_model_len"], enforce_eager=
 params = [SamplingParams(max_tokens=cfg["max_tokens"], temperature=1.0, ignore_eos=True, seed=s, skip_special_tokens=False)
           for s in cfg["seeds"]]
 llm.generate(cfg["prompts"][:4], params[:4], use_tqdm=False)  # warm-up
-t = time.perf_counter()
-outs = llm.generate(cfg["prompts"], params, use_tqdm=False)
-dt = time.perf_counter() - t
-print("RESULT", json.dumps({"seconds": dt, "tokens": sum(len(o.outputs[0].token_ids) for o in outs)}))
+best = None
+for _ in range(cfg["repeats"]):  # best of a few: other jobs share this machine
+    t = time.perf_counter()
+    outs = llm.generate(cfg["prompts"], params, use_tqdm=False)
+    dt = time.perf_counter() - t
+    best = dt if best is None else min(best, dt)
+print("RESULT", json.dumps({"seconds": best, "tokens": sum(len(o.outputs[0].token_ids) for o in outs)}))
 """
 
 
@@ -114,7 +118,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
     raise RuntimeError("vLLM server did not start")
 
 
-def bench_pipeline(n_problems: int, rollouts: int, max_tokens: int, hidden: int, layers: int, heads: int) -> None:
+def bench_pipeline(
+    n_problems: int, rollouts: int, max_tokens: int, hidden: int, layers: int, heads: int, repeats: int = 2
+) -> None:
     from pydoc_data.topics import topics
 
     from frontload.corpus.chat import render_prompt
@@ -144,6 +150,7 @@ def bench_pipeline(n_problems: int, rollouts: int, max_tokens: int, hidden: int,
         "max_tokens": max_tokens,
         "prompts": prompts,
         "seeds": seeds,
+        "repeats": repeats,
     }
     out = subprocess.run([sys.executable, "-c", OFFLINE, json.dumps(cfg)], capture_output=True, text=True, check=False)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -177,9 +184,12 @@ def bench_pipeline(n_problems: int, rollouts: int, max_tokens: int, hidden: int,
         )
         write_problems(work / "warm", families=["arithmetic"], n=4, seed=1)
         generate_traces(work / "warm", work / "warm-traces", GenerateConfig(**{**gen, "rollouts": 1}))
-        t = time.perf_counter()
-        m = generate_traces(work / "problems", work / "traces", GenerateConfig(**gen))
-        dt = time.perf_counter() - t
+        dt = None
+        for r in range(repeats):  # best of a few, like the baseline; each run writes a fresh folder
+            t = time.perf_counter()
+            m = generate_traces(work / "problems", work / f"traces-{r}", GenerateConfig(**gen))
+            took = time.perf_counter() - t
+            dt = took if dt is None else min(dt, took)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -210,7 +220,7 @@ def main() -> None:
         if args.full:
             bench_pipeline(256, 4, 256, hidden=256, layers=4, heads=4)
         else:
-            bench_pipeline(32, 2, 64, hidden=64, layers=2, heads=2)
+            bench_pipeline(64, 4, 128, hidden=64, layers=2, heads=2)
 
 
 if __name__ == "__main__":
