@@ -806,7 +806,7 @@ def rl(config: RLConfig) -> Path:
     from frontload.corpus.config import ConfigError, as_dict
     from frontload.corpus.events import RunFolder
     from frontload.corpus.tokenizer import load_tokenizer
-    from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
+    from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta
     from frontload.train.loop import LoopConfig, TrainState, resolve_checkpoint, train_loop
     from frontload.train.model import model_config_from_dict
     from frontload.train.optim import build_optimizer
@@ -851,27 +851,8 @@ def rl(config: RLConfig) -> Path:
     }
 
     class _RLState(TrainState):
-        def save(self, run_dir, keep_last=None):  # the loop's save, plus what ties the run to its reference
-            return save_checkpoint(
-                run_dir,
-                model=self.model,
-                model_config=self.model_config,
-                optimizer=self.optimizer,
-                scheduler=self.optimizer.scheduler,
-                phase=self.phase,
-                step=self.step,
-                consumed_samples=self.consumed_samples,
-                mix_plan_fingerprint=self.mix_plan_fingerprint,
-                parent=self.parent,
-                tokenizer_dir=self.tokenizer_dir,
-                tokenizer_fingerprint=self.tokenizer_fingerprint,
-                extra={
-                    "consumed_by_source": dict(sorted(self.consumed_by_source.items())),
-                    "rl_step": self.step // U,
-                    **rl_extra,
-                },
-                keep_last=keep_last,
-            )
+        def checkpoint_extra(self):  # what ties an RL checkpoint to its reference model and prompt set
+            return {"rl_step": self.step // U, **rl_extra}
 
     state = _RLState(
         model=optimizer.model,
