@@ -122,30 +122,6 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
     raise RuntimeError("vLLM server did not start")
 
 
-def _direct_requests(url: str, model: str, prompts: list[str], seeds: list[int], max_tokens: int) -> float:
-    """Seconds to get all completions from the server with plain concurrent requests: the server's own ceiling."""
-    import asyncio
-
-    import httpx
-
-    async def run() -> float:
-        sem = asyncio.Semaphore(MAX_NUM_SEQS)
-        async with httpx.AsyncClient(timeout=None) as client:
-
-            async def one(prompt: str, seed: int) -> None:
-                body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 1.0, "seed": seed,
-                        "ignore_eos": True, "skip_special_tokens": False}  # fmt: skip
-                async with sem:
-                    r = await client.post(f"{url}/v1/completions", json=body)
-                    r.raise_for_status()
-
-            t = time.perf_counter()
-            await asyncio.gather(*(one(p, s) for p, s in zip(prompts, seeds)))
-            return time.perf_counter() - t
-
-    return asyncio.run(run())
-
-
 def bench_pipeline(
     n_problems: int, rollouts: int, max_tokens: int, hidden: int, layers: int, heads: int, repeats: int = 2
 ) -> None:
@@ -214,7 +190,6 @@ def bench_pipeline(
         )
         write_problems(work / "warm", families=["arithmetic"], n=4, seed=1)
         generate_traces(work / "warm", work / "warm-traces", GenerateConfig(**{**gen, "rollouts": 1}))
-        direct = min(_direct_requests(url, str(model), prompts, seeds, max_tokens) for _ in range(repeats))
         dt = None
         for r in range(repeats):  # best of a few, like the baseline; each run writes a fresh folder
             t = time.perf_counter()
@@ -230,12 +205,7 @@ def bench_pipeline(
         f"frontload generate_traces:  {tokens} tokens in {dt:.2f}s = {tps:.0f} tokens/s "
         f"({m.counts['rollouts']} records, {m.counts['failures']} failures)"
     )
-    direct_tps = len(prompts) * max_tokens / direct
-    print(f"same server, bare concurrent HTTP requests (no pipeline): {direct_tps:.0f} tokens/s")
     print(f"ratio pipeline / offline: {tps / offline_tps:.2f}x (target >= 0.8x)")
-    print(
-        f"ratio pipeline / bare requests to the same server: {tps / direct_tps:.2f}x; server / offline: {direct_tps / offline_tps:.2f}x"
-    )
 
 
 def main() -> None:

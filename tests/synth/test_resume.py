@@ -39,16 +39,18 @@ def _completed_chunks(out: Path) -> int:
 def test_kill_9_then_rerun_gives_every_rollout_exactly_once(tmp_path):
     problems, out = tmp_path / "problems", tmp_path / "traces"
     write_problems(problems, families=["arithmetic", "counting"], n=N_PROBLEMS, seed=9)
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(problems), str(out)], stderr=subprocess.DEVNULL)
+    # Its own process group, so the kill takes datatrove's helper processes too, as a crashed node would.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(problems), str(out)], stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + 180
         while _completed_chunks(out) < 2 or _checkpointed(out) < 1:
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.time() < deadline, "the run made no progress"
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (out / "manifest.json").exists()
     done_before = _completed_chunks(out) * 4 + _checkpointed(out)
