@@ -17,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import shutil
 import sys
 import time
@@ -298,23 +297,3 @@ def run_study(
 
         finish_study(plan)
     return 0
-
-
-def plan_json(plan: StudyPlan) -> list[dict[str, Any]]:
-    """The plan as data (for job scripts and tests)."""
-    return [
-        {
-            "id": s.id,
-            "kind": s.kind,
-            "fingerprint": s.fingerprint,
-            "output": str(s.output),
-            "deps": s.deps,
-            "status": s.status(),
-            "resources": s.resources,
-        }
-        for s in plan.ordered()
-    ]
-
-
-def dump_plan(plan: StudyPlan, path: Path) -> None:
-    path.write_text(json.dumps(plan_json(plan), indent=2))
