@@ -1,14 +1,17 @@
-"""The datatrove executor a data step runs on: local processes, Slurm jobs or a Ray cluster.
+"""Run a data step's datatrove pipeline on local processes, Slurm jobs or a Ray cluster.
 
-Data stages build their datatrove pipeline and hand it to :func:`make_executor`; the study runner
-chooses the kind (``frontload run --data-executor``). Slurm and Ray settings come from the
-environment (``FRONTLOAD_SLURM_PARTITION``, ``FRONTLOAD_SLURM_TIME``, ``FRONTLOAD_SLURM_CPUS``), so
-a study file stays the same on a laptop and on a cluster.
+Data stages build their pipeline and hand it to :func:`run_pipeline`; the study runner chooses the
+kind (``frontload run --data-executor``). Slurm settings come from the environment
+(``FRONTLOAD_SLURM_PARTITION``, ``FRONTLOAD_SLURM_TIME``, ``FRONTLOAD_SLURM_CPUS``), so a study
+file stays the same on a laptop and on a cluster. Every kind returns only when the work is done.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from frontload.corpus.errors import FrontloadError
@@ -16,22 +19,7 @@ from frontload.corpus.errors import FrontloadError
 KINDS = ("local", "slurm", "ray")
 
 
-def run_to_completion(executor: Any, tasks: int, logging_dir: str, poll_s: float = 30.0) -> None:
-    """Run ``executor`` and return only when every task has left its completion marker.
-
-    datatrove's Slurm executor returns as soon as the array job is submitted; a study step must not
-    finish before its data exists, so it waits on the markers datatrove writes per finished task.
-    """
-    import time
-    from pathlib import Path
-
-    executor.run()
-    markers = Path(logging_dir) / "completions"
-    while sum((markers / f"{rank:05d}").exists() for rank in range(tasks)) < tasks:
-        time.sleep(poll_s)
-
-
-def make_executor(
+def run_pipeline(
     pipeline: list[Any],
     *,
     kind: str = "local",
@@ -39,19 +27,25 @@ def make_executor(
     workers: int = 1,
     logging_dir: str,
     job_name: str = "frontload",
-) -> Any:
-    """A datatrove executor of ``kind`` over ``pipeline``; ``run()`` blocks until every task is done."""
+    poll_s: float = 30.0,
+) -> None:
+    """Run ``pipeline`` as ``tasks`` datatrove tasks on an executor of ``kind`` and wait for it."""
     if kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
-        return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir)
-    if kind == "slurm":
+        # fork, not datatrove's default forkserver: a caller's script without a __main__ guard would
+        # otherwise re-run itself in every worker, and fork starts in milliseconds.
+        start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        LocalPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, start_method=start
+        ).run()
+    elif kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
         partition = os.environ.get("FRONTLOAD_SLURM_PARTITION")
         if not partition:
             raise FrontloadError("--data-executor slurm needs FRONTLOAD_SLURM_PARTITION (the Slurm partition)")
-        return SlurmPipelineExecutor(
+        SlurmPipelineExecutor(
             pipeline=pipeline,
             tasks=tasks,
             workers=workers,
@@ -60,11 +54,17 @@ def make_executor(
             partition=partition,
             time=os.environ.get("FRONTLOAD_SLURM_TIME", "04:00:00"),
             cpus_per_task=int(os.environ.get("FRONTLOAD_SLURM_CPUS", "4")),
-        )
-    if kind == "ray":
+        ).run()
+        # datatrove's Slurm executor returns once the array job is submitted; a study step must not
+        # finish before its data exists, so wait on the marker datatrove writes per finished task.
+        markers = Path(logging_dir) / "completions"
+        while sum((markers / f"{rank:05d}").exists() for rank in range(tasks)) < tasks:
+            time.sleep(poll_s)
+    elif kind == "ray":
         try:
             from datatrove.executor.ray import RayPipelineExecutor
         except ImportError as e:
             raise FrontloadError(f"--data-executor ray needs ray installed ({e})") from e
-        return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir)
-    raise FrontloadError(f"unknown data executor {kind!r} (choose from {', '.join(KINDS)})")
+        RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir).run()
+    else:
+        raise FrontloadError(f"unknown data executor {kind!r} (choose from {', '.join(KINDS)})")

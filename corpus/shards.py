@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
 import os
 import shutil
 from collections.abc import Sequence
@@ -278,9 +277,8 @@ def build_shards(
     Reuses a finished set with the same fingerprint; resumes an unfinished one; refuses to replace
     a finished set made from other inputs unless ``overwrite``.
     """
-    from datatrove.executor import LocalPipelineExecutor
-
     from frontload.corpus.events import RunFolder
+    from frontload.corpus.executors import run_pipeline
 
     cfg = ShardConfig(
         text_field=text_field,
@@ -320,29 +318,14 @@ def build_shards(
         inputs, cfg.record_spec(), on_error=cfg.on_error, rejects_dir=out / "rejects", progress=progress
     )
     writer = MegatronShardWriter(str(out), tok, sft=cfg.sft, batch_size=cfg.batch_size, threads=threads)
-    # fork, not datatrove's default forkserver: a caller's script without a __main__ guard would
-    # otherwise re-run itself in every worker, and fork starts in milliseconds.
-    if executor == "local":
-        start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        LocalPipelineExecutor(
-            pipeline=[reader, writer],
-            tasks=cfg.tasks,
-            workers=cfg.workers,
-            logging_dir=str(out / "logs"),
-            start_method=start,
-        ).run()
-    else:
-        from frontload.corpus.executors import make_executor, run_to_completion
-
-        ex = make_executor(
-            [reader, writer],
-            kind=executor,
-            tasks=cfg.tasks,
-            workers=cfg.workers,
-            logging_dir=str(out / "logs"),
-            job_name=f"shards-{out.name}",
-        )
-        run_to_completion(ex, cfg.tasks, str(out / "logs"))
+    run_pipeline(
+        [reader, writer],
+        kind=executor,
+        tasks=cfg.tasks,
+        workers=cfg.workers,
+        logging_dir=str(out / "logs"),
+        job_name=f"shards-{out.name}",
+    )
     missing = [r for r in range(cfg.tasks) if not (out / "logs" / "completions" / f"{r:05d}").exists()]
     if missing:
         raise FrontloadError(f"{out}: tasks {missing} did not finish; see {out / 'logs' / 'logs'}; rerun to resume")

@@ -83,10 +83,7 @@ def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: s
             var[step.id] = f"J{i}"
             submit_lines.append(f"J{i}=$(sbatch --parsable {dep}{name})")
         report_deps = ":".join("$" + v for v in var.values())
-        report = (
-            f"frontload analysis ingest {shlex.quote(str(study.workspace))} && "
-            f"frontload report {shlex.quote(str(study.workspace))}"
-        )
+        report = f"frontload report {shlex.quote(str(study.workspace))}"  # ingests what is new first
         dep = f"--dependency=afterok:{report_deps} " if report_deps else ""
         submit_lines.append(f"sbatch {dep}--job-name=frontload-report --wrap {shlex.quote(report)}")
         atomic_write(jobs / "submit.sh", "\n".join(submit_lines) + "\n")
@@ -103,8 +100,7 @@ def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: s
     ]
     for step in todo:
         lines.append(_step_command(study_file, step, "ray"))
-    lines.append(f"frontload analysis ingest {shlex.quote(str(study.workspace))}")
-    lines.append(f"frontload report {shlex.quote(str(study.workspace))}")
+    lines.append(f"frontload report {shlex.quote(str(study.workspace))}")  # ingests what is new first
     atomic_write(jobs / "ray_driver.sh", "\n".join(lines) + "\n")
     os.chmod(jobs / "ray_driver.sh", 0o755)
     print(f"wrote {jobs / 'ray_driver.sh'} ({len(todo)} steps)")

@@ -279,7 +279,6 @@ def finish_study(plan: StudyPlan) -> Any:
 def print_mix_plans(study: Study, arms: list[str] | None = None, out: Path | None = None) -> int:
     """Build the shard sets the arms need (reusing what exists), then print and write each arm's mix plan."""
     from frontload.corpus.mix import plan_mix
-    from frontload.corpus.tokenizer import load_tokenizer
     from frontload.study import build_plan, run_step
 
     plan = build_plan(study)
@@ -293,8 +292,6 @@ def print_mix_plans(study: Study, arms: list[str] | None = None, out: Path | Non
             print(f"building {step.id} ...", flush=True)
             run_step(step)
     seq_len = int(study.model.get("seq_len", 64))
-    vocab = load_tokenizer(plan["tokenizer"].output).vocab_size
-    del vocab  # the plan reads token counts from the shard manifests
     plans = {}
     for arm in chosen:
         phases = {"pretrain": (arm.pretrain, False)}

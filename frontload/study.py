@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import shutil
 import sys
@@ -77,6 +78,7 @@ class StudyPlan:
         return list(self.steps.values())
 
 
+@functools.cache
 def _environment_fingerprint() -> str:
     # Packaged text depends on what is installed; this keeps the web corpus keyed by it cheaply.
     names = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
@@ -152,63 +154,44 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
             )
         return step_id
 
-    model_cfg = dict(study.model)
+    def phase(kind: str, arm, fp: str, deps: list[str], action) -> Step:
+        # Training phases resume in place from their checkpoints, on GPU nodes when scaled out.
+        return plan.add(
+            Step(
+                id=f"{kind}:{arm.name}",
+                kind=kind,
+                fingerprint=fp,
+                output=ws / "runs" / arm.name / kind / fp,
+                deps=deps,
+                atomic=False,
+                resources="gpu",
+                action=action,
+            )
+        )
+
     for arm in study.arms:
-        pre_shards = sorted({shards(src, False) for stage in arm.pretrain for src in stage.blend})
+        pre_shards = sorted({shards(src, False) for stage in arm.pretrain for src in stage.weights})
         pre_fp = fingerprint(
             "pretrain",
-            model_cfg,
+            study.model,
             study.pretrain,
             as_dict(arm.pretrain),
             [plan[s].fingerprint for s in pre_shards],
             seed,
         )
-        last = plan.add(
-            Step(
-                id=f"pretrain:{arm.name}",
-                kind="pretrain",
-                fingerprint=pre_fp,
-                output=ws / "runs" / arm.name / "pretrain" / pre_fp,
-                deps=pre_shards,
-                atomic=False,
-                resources="gpu",
-                action=S.pretrain_action(plan, arm),
-            )
-        )
+        last = phase("pretrain", arm, pre_fp, pre_shards, S.pretrain_action(plan, arm))
         phases = [last]
         if arm.sft is not None:
-            sft_shards = sorted({shards(src, True) for src in arm.sft.blend})
+            sft_shards = sorted({shards(src, True) for src in arm.sft.weights})
             sft_fp = fingerprint(
                 "sft", last.fingerprint, study.sft, as_dict(arm.sft), [plan[s].fingerprint for s in sft_shards]
             )
-            last = plan.add(
-                Step(
-                    id=f"sft:{arm.name}",
-                    kind="sft",
-                    fingerprint=sft_fp,
-                    output=ws / "runs" / arm.name / "sft" / sft_fp,
-                    deps=[last.id, *sft_shards],
-                    atomic=False,
-                    resources="gpu",
-                    action=S.sft_action(plan, arm),
-                )
-            )
+            last = phase("sft", arm, sft_fp, [last.id, *sft_shards], S.sft_action(plan, arm))
             phases.append(last)
         if arm.rl is not None:
             rl_corpus = f"corpus:{arm.rl.problems}"
             rl_fp = fingerprint("rl", last.fingerprint, study.rl, as_dict(arm.rl), plan[rl_corpus].fingerprint, seed)
-            last = plan.add(
-                Step(
-                    id=f"rl:{arm.name}",
-                    kind="rl",
-                    fingerprint=rl_fp,
-                    output=ws / "runs" / arm.name / "rl" / rl_fp,
-                    deps=[last.id, rl_corpus],
-                    atomic=False,
-                    resources="gpu",
-                    action=S.rl_action(plan, arm),
-                )
-            )
+            last = phase("rl", arm, rl_fp, [last.id, rl_corpus], S.rl_action(plan, arm))
             phases.append(last)
         for phase_step in phases:
             if phase_step.kind not in study.eval.after or not study.eval.tasks:
