@@ -31,8 +31,8 @@ from typing import Any
 from frontload.analysis.schema import EVENT_TABLES, SCHEMA_VERSION, TABLE_BY_NAME, TABLES, Table
 from frontload.analysis.store import DB_NAME, StoreError, open_writable
 from frontload.analysis.views import PHASES_SQL, create_views
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import fingerprint
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import fingerprint
 
 KNOWN_EVENT_VERSIONS = (1,)
 KNOWN_FILE_VERSIONS = (1,)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 
 DB_NAME = "frontload.duckdb"
 # Statement types that only read. COPY, ATTACH, INSTALL/LOAD, SET and every DDL/DML are refused:

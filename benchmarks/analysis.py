@@ -53,8 +53,8 @@ def make_workspace(ws: Path, rows: int) -> list[Path]:
     """Write the benchmark workspace; returns the metric files."""
     import duckdb
 
-    from frontload.corpus.events import RunFolder
-    from frontload.corpus.fingerprint import atomic_write_json
+    from frontload.core.events import RunFolder
+    from frontload.core.fingerprint import atomic_write_json
 
     atomic_write_json(ws / "study.json", {"name": "bench", "arms": [{"name": a} for a in ARMS], "baseline": ARMS[0]})
     con = duckdb.connect()
@@ -89,7 +89,7 @@ def make_workspace(ws: Path, rows: int) -> list[Path]:
 
 def make_many_small(ws: Path, runs: int) -> int:
     """Eval run folders with one evals and one predictions file each (20 questions); returns events."""
-    from frontload.corpus.events import RunFolder
+    from frontload.core.events import RunFolder
 
     for i in range(runs):
         with RunFolder(ws / "runs" / ARMS[i % 3] / "eval-rl" / f"e{i:05d}", stage="eval", config={}) as run:
@@ -140,7 +140,7 @@ def baseline_load(path: Path, db: Path) -> tuple[int, float, float]:
     import duckdb
     import polars as pl
 
-    from frontload.corpus.events import read_events
+    from frontload.core.events import read_events
 
     t0 = time.perf_counter()
     c0 = time.process_time()

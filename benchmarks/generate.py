@@ -127,7 +127,7 @@ def bench_pipeline(
 ) -> None:
     from pydoc_data.topics import topics
 
-    from frontload.corpus.chat import render_prompt
+    from frontload.core.chat import render_prompt
     from frontload.corpus.tokenizer import train_tokenizer_from_texts
     from frontload.synth.generate import GenerateConfig, _request_seed, generate_traces
     from frontload.synth.sources import write_problems

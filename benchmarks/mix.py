@@ -38,8 +38,8 @@ def write_source(folder: Path, tokens: int, seed: int, vocab: int = 32000, files
     import torch
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    from frontload.corpus.fingerprint import sha256_file
-    from frontload.corpus.manifest import Manifest
+    from frontload.core.fingerprint import sha256_file
+    from frontload.core.manifest import Manifest
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

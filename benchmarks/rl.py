@@ -85,8 +85,8 @@ def init_checkpoint(run_dir: Path, cfg, tokenizer, seed: int = 0) -> Path:
 
 
 def _rl_run(root: Path, backend: str, ckpt: Path, prompts: Path, a: argparse.Namespace) -> list[dict]:
-    from frontload.corpus.config import from_mapping
-    from frontload.corpus.events import read_events
+    from frontload.core.config import from_mapping
+    from frontload.core.events import read_events
     from frontload.train.rl import RLConfig, rl
 
     cfg = from_mapping(
@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     rows = addition_rows([(rng.randint(0, 9), rng.randint(0, 9)) for _ in range(a.prompts)])
     prompts = write_jsonl(root / "prompts.jsonl", rows)
 
-    from frontload.corpus.chat import render_prompt
+    from frontload.core.chat import render_prompt
 
     texts = [render_prompt(r["question"]) for r in rows]
     # The baseline is measured before and after the RL runs and the best kept: on a shared machine the

@@ -33,8 +33,8 @@ def sft_checkpoint(root: Path, tokenizer, cfg, pairs, steps: int, seed: int = 0)
     """Fine-tune a fresh model on ``pairs`` through the shared loop; returns its final checkpoint."""
     import torch
 
-    from frontload.corpus.chat import render_example
-    from frontload.corpus.events import RunFolder
+    from frontload.core.chat import render_example
+    from frontload.core.events import RunFolder
     from frontload.train.loop import LoopConfig, TrainState, token_loss, train_loop
     from frontload.train.optim import OptimConfig, build_optimizer
     from frontload.train.runtime import init_distributed
@@ -106,8 +106,8 @@ def main(argv=None) -> None:
 
     import torch
 
-    from frontload.corpus.config import from_mapping
-    from frontload.corpus.events import read_events
+    from frontload.core.config import from_mapping
+    from frontload.core.events import read_events
     from frontload.train.rl import RLConfig, rl
 
     torch.set_num_threads(1)  # tiny matmuls: threads only add contention on a shared machine

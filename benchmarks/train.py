@@ -144,7 +144,7 @@ class RandomTokens:
 
 def frontload_steps(cfg, data, args, n_steps: int) -> list[float]:
     """Step times of frontload's loop, read back from its own metrics events."""
-    from frontload.corpus.events import RunFolder, read_events
+    from frontload.core.events import RunFolder, read_events
     from frontload.train.loop import LoopConfig, TrainState, dataset_batches, token_loss, train_loop
     from frontload.train.optim import OptimConfig, build_optimizer
 

@@ -1,1 +1,1 @@
-"""frontload.corpus: document records, tokenizers, Megatron shard sets, manifests, and mix plans."""
+"""frontload.corpus: one stage, text → tokenizer → Megatron shard sets → mix plans."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 
 KINDS = ("local", "slurm", "ray")
 

@@ -42,12 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from frontload.corpus.config import ConfigError, as_dict, from_mapping
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import atomic_write_json, fingerprint
-from frontload.corpus.manifest import Manifest, ManifestError
+from frontload.core.config import ConfigError, as_dict, from_mapping
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import atomic_write_json, fingerprint
+from frontload.core.manifest import Manifest, ManifestError
+from frontload.core.phases import PHASES
 
-PHASES = ("pretrain", "sft", "rl")
 PLAN_VERSION = 1
 DEFAULT_WARN_EPOCHS = 4.0
 

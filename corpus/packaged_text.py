@@ -20,8 +20,8 @@ from pathlib import Path
 from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
 
-from frontload.corpus.fingerprint import fingerprint
-from frontload.corpus.manifest import Account, Manifest
+from frontload.core.fingerprint import fingerprint
+from frontload.core.manifest import Account, Manifest
 
 SOURCES = ("pydoc_topics", "stdlib_docstrings", "package_descriptions")
 MIN_CHARS = 200

@@ -35,9 +35,9 @@ from datatrove.pipeline.readers import JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
 from tqdm import tqdm
 
-from frontload.corpus.chat import ASSISTANT, END, SYSTEM, USER
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.manifest import MANIFEST_NAME
+from frontload.core.chat import ASSISTANT, END, SYSTEM, USER
+from frontload.core.errors import FrontloadError
+from frontload.core.manifest import MANIFEST_NAME
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".ndjson.gz", ".json")
 PARQUET_SUFFIXES = (".parquet",)

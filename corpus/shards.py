@@ -43,11 +43,11 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.tokens.megatron_tokenizer import MegatronDocumentTokenizer, MegatronTokenizedFile
 from datatrove.utils.batching import batched
 
-from frontload.corpus.chat import END
-from frontload.corpus.config import ConfigError, as_dict
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import fingerprint, sha256_file
-from frontload.corpus.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
+from frontload.core.chat import END
+from frontload.core.config import ConfigError, as_dict
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import fingerprint, sha256_file
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
 from frontload.corpus.readers import RecordSpec, make_reader
 from frontload.corpus.tokenizer import Tokenizer, load_tokenizer
 
@@ -277,7 +277,7 @@ def build_shards(
     Reuses a finished set with the same fingerprint; resumes an unfinished one; refuses to replace
     a finished set made from other inputs unless ``overwrite``.
     """
-    from frontload.corpus.events import RunFolder
+    from frontload.core.events import RunFolder
     from frontload.corpus.executors import run_pipeline
 
     cfg = ShardConfig(

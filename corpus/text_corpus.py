@@ -13,8 +13,8 @@ from pathlib import Path
 
 from datatrove.pipeline.writers import JsonlWriter
 
-from frontload.corpus.fingerprint import fingerprint, sha256_file
-from frontload.corpus.manifest import Account, Manifest
+from frontload.core.fingerprint import fingerprint, sha256_file
+from frontload.core.manifest import Account, Manifest
 
 
 def write_text_corpus(

@@ -12,7 +12,7 @@ Invariants:
 * ``tokenizer.model`` and ``tokenizer.json`` give identical ids on any text (tested), so a model
   trained on shards from one can be served with the other.
 * No BOS or EOD is ever added by ``encode``; the EOD id is SentencePiece's ``</s>`` and shard
-  writers append it per document. The chat and think markers of :mod:`frontload.corpus.chat`
+  writers append it per document. The chat and think markers of :mod:`frontload.core.chat`
   are single ids wherever they appear in text; the control pieces (``<unk> <s> </s> <pad>``)
   are never produced from text, so a literal ``</s>`` in a web page cannot end a document.
 * ``fingerprint`` is a hash of the id-defining files' contents (``tokenizer.model`` and/or
@@ -35,9 +35,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from frontload.corpus.chat import SPECIAL_TOKENS
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import atomic_write, atomic_write_json, fingerprint_files
+from frontload.core.chat import SPECIAL_TOKENS
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint_files
 
 SPM_NAME = "tokenizer.model"
 HF_NAME = "tokenizer.json"
@@ -45,7 +45,7 @@ CONFIG_NAME = "tokenizer_config.json"
 SPECIAL_MAP_NAME = "special_tokens_map.json"
 UNK, BOS, EOD, PAD = "<unk>", "<s>", "</s>", "<pad>"
 SPACE = "\u2581"  # SentencePiece's whitespace marker
-# Serves the chat format of frontload.corpus.chat to transformers and vLLM (apply_chat_template).
+# Serves the chat format of frontload.core.chat to transformers and vLLM (apply_chat_template).
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}<|system|>\n{{ m['content'] | trim }}\n"

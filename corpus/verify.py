@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import sha256_file
-from frontload.corpus.manifest import MANIFEST_NAME, Manifest, ManifestError
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import sha256_file
+from frontload.core.manifest import MANIFEST_NAME, Manifest, ManifestError
 
 _ITEMSIZE = {"uint8": 1, "uint16": 2, "int32": 4}
 

@@ -30,7 +30,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 from datatrove.utils.text import TextNormConfig, simplify_text
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 
 # Numbers are kept: folding digits would make every arithmetic problem a leak of every other.
 DECONT_NORM = TextNormConfig(norm_numbers=False)

@@ -28,7 +28,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
-from frontload.corpus.fingerprint import atomic_write_json
+from frontload.core.fingerprint import atomic_write_json
 from frontload.filters.scores import group_key
 
 ROW_KEY = "filter_row"  # unique per input record (rank/index); record ids may repeat in planted duplicates

@@ -32,10 +32,10 @@ from typing import Any
 from datatrove.data import Document
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-from frontload.corpus.config import ConfigError, as_dict
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import fingerprint, sha256_file
-from frontload.corpus.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
+from frontload.core.config import ConfigError, as_dict
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import fingerprint, sha256_file
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
 from frontload.filters.decontam import eval_set_name
 from frontload.filters.threshold import Rule, RuleError
 from frontload.filters.verify import MODES
@@ -232,7 +232,7 @@ class FilterRun:
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> Manifest:
-        from frontload.corpus.events import RunFolder
+        from frontload.core.events import RunFolder
         from frontload.filters.decontam import DecontaminationFilter, build_eval_indexes
         from frontload.filters.dedup import DedupPlanner, DropListFilter, ProblemGroups, RowTagger
         from frontload.filters.scores import PassRateCounter, PassRateScorer, QualityScorer, VerifyScorer

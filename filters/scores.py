@@ -38,7 +38,7 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
 from datatrove.utils.batching import batched
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from frontload.corpus.chat import THINK_CLOSE, THINK_OPEN, parse_response
+from frontload.core.chat import THINK_CLOSE, THINK_OPEN, parse_response
 from frontload.filters.verify import verify_answer
 
 _WORDS = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -251,7 +251,7 @@ class PassRateCounter(PipelineStep):
         self.verify_key = verify_key
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from frontload.corpus.fingerprint import atomic_write_json
+        from frontload.core.fingerprint import atomic_write_json
 
         totals: Counter[str] = Counter()
         correct: Counter[str] = Counter()

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.chat import END, THINK_OPEN, render_prompt, render_response
+from frontload.core.chat import END, THINK_OPEN, render_prompt, render_response
 
 NAMES = ("Ada", "Bruno", "Chen", "Dara", "Emil", "Farah", "Goro", "Hana", "Ivan", "Jun")
 ITEMS = ("apples", "marbles", "stamps", "coins", "books", "shells", "cards", "pens")

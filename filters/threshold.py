@@ -22,7 +22,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 
 
 class RuleError(FrontloadError, ValueError):

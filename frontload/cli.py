@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from frontload import __version__
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 
 STAGE_CLIS = (
     "frontload.corpus.cli",

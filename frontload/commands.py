@@ -18,14 +18,14 @@ def default_study_path() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from frontload.experiment import load_study
-    from frontload.study import run_study
+    from frontload.runner import run_study
+    from frontload.study_file import load_study
 
     study = load_study(args.study)
     if args.workspace:
         study.study.workspace = args.workspace
     if args.executor != "local":
-        from frontload.scaleout import write_job_scripts
+        from frontload.jobs import write_job_scripts
 
         return write_job_scripts(study, executor=args.executor, submit=not args.dry_run, partition=args.partition)
     return run_study(
@@ -49,8 +49,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_mix_plan(args: argparse.Namespace) -> int:
-    from frontload.experiment import load_study
     from frontload.steps import print_mix_plans
+    from frontload.study_file import load_study
 
     study = load_study(args.study)
     if args.workspace:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from frontload.corpus.config import ConfigError, as_dict, from_mapping
-from frontload.corpus.fingerprint import atomic_write_json
+from frontload.core.config import ConfigError, as_dict, from_mapping
+from frontload.core.fingerprint import atomic_write_json
 
 if TYPE_CHECKING:
-    from frontload.experiment import ArmSection, CorpusSection, EvalTaskSection, Study
-    from frontload.study import Step, StudyPlan
+    from frontload.runner import Step, StudyPlan
+    from frontload.study_file import ArmSection, CorpusSection, EvalTaskSection, Study
 
 
 def corpus_files(folder: Path) -> list[Path]:
@@ -167,7 +167,7 @@ def pretrain_action(plan: StudyPlan, arm: ArmSection):
 
     def action(out: Path) -> Path:
         from frontload.corpus.tokenizer import load_tokenizer
-        from frontload.experiment import model_config, phase_config
+        from frontload.study_file import model_config, phase_config
         from frontload.train.pretrain import pretrain
 
         tok_dir = plan["tokenizer"].output
@@ -192,7 +192,7 @@ def sft_action(plan: StudyPlan, arm: ArmSection):
     study = plan.study
 
     def action(out: Path) -> Path:
-        from frontload.experiment import phase_config
+        from frontload.study_file import phase_config
         from frontload.train.sft import sft
 
         cfg = phase_config(
@@ -214,7 +214,7 @@ def rl_action(plan: StudyPlan, arm: ArmSection):
     study = plan.study
 
     def action(out: Path) -> Path:
-        from frontload.experiment import phase_config
+        from frontload.study_file import phase_config
         from frontload.train.rl import rl
 
         overrides = {"steps": arm.rl.steps} if arm.rl.steps is not None else {}
@@ -237,7 +237,7 @@ def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
     study = plan.study
 
     def action(out: Path) -> None:
-        from frontload.corpus.events import RunFolder
+        from frontload.core.events import RunFolder
         from frontload.train.evaluate import EvalConfig, evaluate
 
         ckpt = final_checkpoint(phase_step)
@@ -279,12 +279,12 @@ def finish_study(plan: StudyPlan) -> Any:
 def print_mix_plans(study: Study, arms: list[str] | None = None, out: Path | None = None) -> int:
     """Build the shard sets the arms need (reusing what exists), then print and write each arm's mix plan."""
     from frontload.corpus.mix import plan_mix
-    from frontload.study import build_plan, run_step
+    from frontload.runner import build_plan, run_step
 
     plan = build_plan(study)
     chosen = [a for a in study.arms if not arms or a.name in arms]
     if arms and len(chosen) != len(arms):
-        from frontload.corpus.errors import FrontloadError
+        from frontload.core.errors import FrontloadError
 
         raise FrontloadError(f"unknown arm in {arms} (arms: {[a.name for a in study.arms]})")
     for step in plan.ordered():

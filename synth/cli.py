@@ -64,7 +64,7 @@ def cmd_eval_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from frontload.corpus.errors import FrontloadError
+    from frontload.core.errors import FrontloadError
     from frontload.synth.sources import FileSource, ReasoningGymSource, write_source
 
     if args.reasoning_gym:

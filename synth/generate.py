@@ -2,7 +2,7 @@
 
 ``generate_traces(problems_dir, out_dir, config)`` reads a problems corpus folder, renders each
 problem with a prompt template (completion mode: frontload's chat format, see
-:func:`frontload.corpus.chat.render_prompt`; chat mode: the model's own chat template through the
+:func:`frontload.core.chat.render_prompt`; chat mode: the model's own chat template through the
 server's chat endpoint), asks the server for ``rollouts`` samples per problem and writes one record
 per rollout with the trace, the extracted answer, finish reason, token usage and the teacher
 (model + sampling parameters). Back ends: vLLM started by the pipeline (GPU ``vllm`` or CPU
@@ -39,12 +39,12 @@ from typing import Any, Literal
 from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
 
-from frontload.corpus.chat import END, parse_response, render_prompt, render_response
-from frontload.corpus.config import ConfigError, as_dict
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.events import RunFolder
-from frontload.corpus.fingerprint import atomic_write_json, fingerprint
-from frontload.corpus.manifest import MANIFEST_NAME, Account, Manifest
+from frontload.core.chat import END, parse_response, render_prompt, render_response
+from frontload.core.config import ConfigError, as_dict
+from frontload.core.errors import FrontloadError
+from frontload.core.events import RunFolder
+from frontload.core.fingerprint import atomic_write_json, fingerprint
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest
 
 RUN_STAMP = ".frontload-traces.json"  # fingerprint of the run a partial folder belongs to
 

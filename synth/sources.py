@@ -2,7 +2,7 @@
 
 Every source ends as a corpus folder (``manifest.json`` of kind ``corpus`` + datatrove JSONL under
 ``data/``, rejected input under ``rejects/``) whose records follow the reasoning-record contract:
-``text`` = prompt + response rendered with :mod:`frontload.corpus.chat`, ``id`` = a stable hash of
+``text`` = prompt + response rendered with :mod:`frontload.core.chat`, ``id`` = a stable hash of
 family and problem text, and ``metadata`` with problem, answer, source, family, difficulty, trace,
 prompt, response and style.
 
@@ -34,11 +34,11 @@ from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
 from tqdm import tqdm
 
-from frontload.corpus.chat import render_example
-from frontload.corpus.config import ConfigError, as_dict
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import atomic_path, fingerprint, sha256_file
-from frontload.corpus.manifest import MANIFEST_NAME, Account, Manifest
+from frontload.core.chat import render_example
+from frontload.core.config import ConfigError, as_dict
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import atomic_path, fingerprint, sha256_file
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest
 from frontload.synth.families import FAMILIES
 
 HOLDOUT = 0.05  # share of the problem-id space reserved for evaluation tasks

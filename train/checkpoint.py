@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import atomic_write_json
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import atomic_write_json
 from frontload.train import compat
 from frontload.train.model import ModelConfig, model_config_from_dict, unwrap
 
@@ -118,7 +118,7 @@ def save_checkpoint(
     keep_last: int | None = None,
 ) -> Path:
     """Write a complete checkpoint of ``step`` atomically (call on every rank); returns its folder."""
-    from frontload.corpus.config import as_dict
+    from frontload.core.config import as_dict
 
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 
 # Modules of this stage that add their own commands when present: (module, where they register).
 OPTIONAL = (("frontload.train.rl", "train"), ("frontload.train.evaluate", "top"), ("frontload.train.export", "top"))
@@ -48,7 +48,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(cls, args: argparse.Namespace):
-    from frontload.corpus.config import from_mapping
+    from frontload.core.config import from_mapping
 
     table = read_phase_table(args.config)
     overrides = _overrides(args)

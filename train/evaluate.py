@@ -3,8 +3,8 @@
 A task is any JSONL/Parquet file, folder, corpus folder or saved Hugging Face dataset with a question
 and a gold answer field (read through :mod:`frontload.corpus.readers`, strictly: a bad record stops
 the run with its file and line). Each question is rendered with a prompt template (by default
-:func:`frontload.corpus.chat.render_prompt`), answered by the Megatron model with the KV-cache
-sampler of :mod:`frontload.train.generate`, parsed with :func:`frontload.corpus.chat.parse_response`
+:func:`frontload.core.chat.render_prompt`), answered by the Megatron model with the KV-cache
+sampler of :mod:`frontload.train.generate`, parsed with :func:`frontload.core.chat.parse_response`
 and judged by :func:`frontload.filters.verify.verify_answer`.
 
 Metrics (contract of the ``evals`` events):
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.chat import parse_response, render_prompt
-from frontload.corpus.config import ConfigError, as_dict
-from frontload.corpus.errors import FrontloadError
+from frontload.core.chat import parse_response, render_prompt
+from frontload.core.config import ConfigError, as_dict
+from frontload.core.errors import FrontloadError
 
 
 @dataclass(kw_only=True)
@@ -248,7 +248,7 @@ def _shard_stream(shard_dir: Path, tokenizer, limit: int):
     import numpy as np
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from frontload.corpus.manifest import Manifest
+    from frontload.core.manifest import Manifest
 
     manifest = Manifest.read(shard_dir, kind="shards")
     fp = manifest.extra.get("tokenizer_fingerprint")
@@ -409,7 +409,7 @@ def format_table(results: list[EvalResult]) -> str:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from frontload.corpus.events import RunFolder
+    from frontload.core.events import RunFolder
     from frontload.train.checkpoint import read_meta
 
     if not args.tasks and not args.perplexity:

@@ -27,9 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.chat import END
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import atomic_write_json
+from frontload.core.chat import END
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import atomic_write_json
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -178,7 +178,7 @@ def export_model(
 
 def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Export checkpoint ``ckpt_dir`` to ``out_dir`` (config.json, model.safetensors, tokenizer files)."""
-    from frontload.corpus.config import as_dict
+    from frontload.core.config import as_dict
     from frontload.train.checkpoint import load_model
 
     ckpt_dir = Path(ckpt_dir)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from frontload.corpus.chat import END
-from frontload.corpus.errors import FrontloadError
+from frontload.core.chat import END
+from frontload.core.errors import FrontloadError
 from frontload.train.model import unwrap
 
 

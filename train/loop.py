@@ -30,9 +30,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from frontload.corpus.config import ConfigError
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.events import RunFolder
+from frontload.core.config import ConfigError
+from frontload.core.errors import FrontloadError
+from frontload.core.events import RunFolder
 from frontload.train import compat
 from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frontload.train.model import ModelConfig, forward
@@ -327,7 +327,7 @@ class PhaseConfig:
         if isinstance(self.optim, dict):
             self.optim = OptimConfig(**self.optim)
         if isinstance(self.mix, dict):
-            from frontload.corpus.config import from_mapping
+            from frontload.core.config import from_mapping
 
             self.mix = from_mapping(MixSchedule, self.mix, where="mix")
         if (self.mix is None) == (self.plan is None):
@@ -378,7 +378,7 @@ def run_phase(
     Starts from ``config.init_from``'s weights when given (recorded as the parent), or from a
     fresh init; a run folder that already holds checkpoints resumes from its newest one.
     """
-    from frontload.corpus.fingerprint import atomic_write_json
+    from frontload.core.fingerprint import atomic_write_json
     from frontload.corpus.mix import MixPlan, build_phase_dataset, plan_mix
     from frontload.train.optim import build_optimizer
     from frontload.train.runtime import init_distributed

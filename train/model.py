@@ -7,7 +7,7 @@ Megatron-LM's argument parser is never used. On CPU the model uses the local lay
 PyTorch modules), on GPU Transformer Engine's spec when it is installed.
 
 Invariants: the same config and seed build bitwise the same weights; ``ModelConfig`` round-trips
-through :func:`frontload.corpus.config.as_dict` / :func:`model_config_from_dict` (checkpoints store
+through :func:`frontload.core.config.as_dict` / :func:`model_config_from_dict` (checkpoints store
 it that way); :func:`forward` always passes a bool causal mask ``[1, 1, s, s]`` (True = masked).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from frontload.corpus.config import ConfigError, from_mapping
+from frontload.core.config import ConfigError, from_mapping
 from frontload.train import compat
 
 # vLLM's CPU attention kernels are compiled for these head sizes only; export targets vLLM.

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from frontload.corpus.config import ConfigError
+from frontload.core.config import ConfigError
 from frontload.train import compat
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from frontload.corpus.config import as_dict
+from frontload.core.config import as_dict
 from frontload.train.loop import PhaseConfig, run_phase, token_loss
 from frontload.train.model import ModelConfig
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from frontload.corpus.chat import parse_response, render_prompt
-from frontload.corpus.errors import FrontloadError
+from frontload.core.chat import parse_response, render_prompt
+from frontload.core.errors import FrontloadError
 
 # --------------------------------------------------------------------------------------------
 # The GRPO loss, as pure functions on tensors.
@@ -127,7 +127,7 @@ class RewardConfig:
     mode: str = "math"  # verifier mode passed to verify_answer ("math", "exact", "numeric", "choice")
 
     def __post_init__(self) -> None:
-        from frontload.corpus.config import ConfigError
+        from frontload.core.config import ConfigError
         from frontload.filters.verify import MODES
 
         if self.mode not in MODES:
@@ -249,7 +249,7 @@ class RLPrompt:
     id: str
     problem: str
     answer: str
-    prompt: str  # rendered with frontload.corpus.chat.render_prompt
+    prompt: str  # rendered with frontload.core.chat.render_prompt
     source: str | None = None
 
 
@@ -264,7 +264,7 @@ def _prompt_from_fields(rec: dict, where: str) -> RLPrompt:
     prompt = meta.get("prompt") if isinstance(meta.get("prompt"), str) else render_prompt(problem)
     pid = str(rec.get("id") or "")
     if not pid:
-        from frontload.corpus.fingerprint import fingerprint
+        from frontload.core.fingerprint import fingerprint
 
         pid = fingerprint(problem, str(answer))
     return RLPrompt(
@@ -396,7 +396,7 @@ class GRPOConfig:
     skip_zero_variance: bool = True  # leave groups whose rewards are all equal out of the optimiser steps
 
     def __post_init__(self) -> None:
-        from frontload.corpus.config import ConfigError
+        from frontload.core.config import ConfigError
 
         if not (0 <= self.eps_low < 1) or self.eps_high < 0:
             raise ConfigError(
@@ -445,7 +445,7 @@ class RLConfig:
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
-        from frontload.corpus.config import ConfigError, as_dict, from_mapping
+        from frontload.core.config import ConfigError, as_dict, from_mapping
         from frontload.train.optim import OptimConfig
 
         if isinstance(self.loss, dict):
@@ -545,7 +545,7 @@ class GRPOBatches:
 
     # -- sampling -------------------------------------------------------------------------
     def _rollout_seed(self, rl_step: int) -> int:
-        from frontload.corpus.fingerprint import fingerprint
+        from frontload.core.fingerprint import fingerprint
 
         return int(fingerprint(self.config.seed, "rollout", rl_step), 16) % (2**31 - 1)
 
@@ -786,14 +786,14 @@ def grpo_loss_fn(config: RLConfig):
 
 
 def _prompt_set_fingerprint(sets: dict[str, list[RLPrompt]], weights: dict[str, float]) -> str:
-    from frontload.corpus.fingerprint import fingerprint
+    from frontload.core.fingerprint import fingerprint
 
     return fingerprint({k: [[p.id, p.prompt, p.answer] for p in v] for k, v in sets.items()}, weights)
 
 
 def reference_fingerprint(ckpt_dir: str | os.PathLike) -> str:
     """Fingerprint of a checkpoint's weights (the KL reference an RL run is tied to)."""
-    from frontload.corpus.fingerprint import fingerprint_files
+    from frontload.core.fingerprint import fingerprint_files
 
     files = sorted(Path(ckpt_dir).glob("model_tp*_pp*.pt"))
     if not files:
@@ -803,8 +803,8 @@ def reference_fingerprint(ckpt_dir: str | os.PathLike) -> str:
 
 def rl(config: RLConfig) -> Path:
     """Run (or resume) GRPO from ``config.init_from``; returns the final checkpoint folder."""
-    from frontload.corpus.config import ConfigError, as_dict
-    from frontload.corpus.events import RunFolder
+    from frontload.core.config import ConfigError, as_dict
+    from frontload.core.events import RunFolder
     from frontload.corpus.tokenizer import load_tokenizer
     from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta
     from frontload.train.loop import LoopConfig, TrainState, resolve_checkpoint, train_loop
@@ -929,7 +929,7 @@ _CLI_OVERRIDES = (
 
 
 def _run_rl(args) -> int:
-    from frontload.corpus.config import from_mapping
+    from frontload.core.config import from_mapping
     from frontload.train.cli import read_phase_table
 
     table = read_phase_table(args.config)

@@ -26,8 +26,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from frontload.corpus.chat import END
-from frontload.corpus.errors import FrontloadError
+from frontload.core.chat import END
+from frontload.core.errors import FrontloadError
 from frontload.train.generate import Completion
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 from frontload.train import compat
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from frontload.corpus.config import ConfigError, as_dict
+from frontload.core.config import ConfigError, as_dict
 from frontload.train.checkpoint import read_meta
 from frontload.train.loop import PhaseConfig, resolve_checkpoint, run_phase, token_loss
 from frontload.train.model import model_config_from_dict

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from frontload.corpus.events import RunFolder
-from frontload.corpus.fingerprint import atomic_write_json, fingerprint
-from frontload.corpus.manifest import Account, Manifest
+from frontload.core.events import RunFolder
+from frontload.core.fingerprint import atomic_write_json, fingerprint
+from frontload.core.manifest import Account, Manifest
+from frontload.core.phases import PHASES
 
 ARMS = ("baseline", "front_loaded", "front_loaded_more")
-PHASES = ("pretrain", "sft", "rl")
+
 TASKS = ("heldout_arithmetic", "heldout_word_problems")
 TOKENIZER_FP = "tok0123456789abc"
 # Final pass@1 per (arm, phase, task).

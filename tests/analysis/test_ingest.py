@@ -14,7 +14,7 @@ from frontload.analysis import ingest, query
 from frontload.analysis.ingest import IngestError
 from frontload.analysis.store import StoreError
 from frontload.cli import main
-from frontload.corpus.events import RunFolder
+from frontload.core.events import RunFolder
 
 COUNTED = ("runs", "checkpoints", "corpora", "shards", "mix_plan", "metrics", "evals", "predictions", "rollouts")
 

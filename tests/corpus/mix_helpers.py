@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frontload.corpus.fingerprint import sha256_file
-from frontload.corpus.manifest import Manifest
+from frontload.core.fingerprint import sha256_file
+from frontload.core.manifest import Manifest
 
 EOD = 1
 VOCAB = 4096

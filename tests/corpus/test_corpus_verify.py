@@ -7,7 +7,7 @@ from pydoc_data.topics import topics
 import pytest
 
 from frontload.cli import main
-from frontload.corpus.manifest import Account, Manifest
+from frontload.core.manifest import Account, Manifest
 from frontload.corpus.verify import verify_folder
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mix_helpers import EOD, PROMPT, RESPONSE, sft_docs, text_docs, write_shard_set
 
-from frontload.corpus.config import ConfigError, from_mapping
+from frontload.core.config import ConfigError, from_mapping
 from frontload.corpus.mix import (
     MixError,
     MixPlan,

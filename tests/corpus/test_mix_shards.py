@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from frontload.corpus.chat import render_example
+from frontload.core.chat import render_example
 from frontload.corpus.mix import MixSchedule, MixStage, build_phase_dataset, plan_mix
 from frontload.corpus.shards import build_shards
 

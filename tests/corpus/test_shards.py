@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from frontload.corpus.chat import END, render_example
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.manifest import Manifest
+from frontload.core.chat import END, render_example
+from frontload.core.errors import FrontloadError
+from frontload.core.manifest import Manifest
 from frontload.corpus.shards import build_shards, token_dtype
 
 

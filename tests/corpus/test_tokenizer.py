@@ -6,8 +6,8 @@ from pydoc_data.topics import topics
 
 import pytest
 
-from frontload.corpus.chat import SPECIAL_TOKENS, render_example
-from frontload.corpus.errors import FrontloadError
+from frontload.core.chat import SPECIAL_TOKENS, render_example
+from frontload.core.errors import FrontloadError
 from frontload.corpus.tokenizer import load_tokenizer, train_tokenizer_from_texts
 
 

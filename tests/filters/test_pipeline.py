@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from frontload.cli import main
-from frontload.corpus.events import read_events
-from frontload.corpus.manifest import Manifest
+from frontload.core.events import read_events
+from frontload.core.manifest import Manifest
 from frontload.corpus.verify import verify_folder
 from frontload.filters.pipeline import FilterConfig, run_filters
 from frontload.filters.synthetic import filler, make_records, rollout
@@ -197,8 +197,8 @@ def test_pass_rate_band_and_best_trace_per_problem(tmp_path):
 
 
 def test_bad_inputs_name_the_field_or_file(tmp_path):
-    from frontload.corpus.config import ConfigError, from_mapping
-    from frontload.corpus.errors import FrontloadError
+    from frontload.core.config import ConfigError, from_mapping
+    from frontload.core.errors import FrontloadError
 
     with pytest.raises(ConfigError, match="rule"):
         FilterConfig(rule="__import__('os')")

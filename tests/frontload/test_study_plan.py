@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from frontload.corpus.errors import FrontloadError
-from frontload.experiment import load_study
-from frontload.study import DONE, build_plan
+from frontload.core.errors import FrontloadError
+from frontload.runner import DONE, build_plan
+from frontload.study_file import load_study
 
 TINY = Path(__file__).with_name("tiny_study.toml")
 
@@ -120,7 +120,7 @@ def test_bad_study_files_name_file_table_and_key(tmp_path, edit, message):
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
-    from frontload.study import run_study
+    from frontload.runner import run_study
 
     study = _study(tmp_path)
     assert run_study(study, dry_run=True) == 0
@@ -130,7 +130,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
 
 
 def test_slurm_dry_run_writes_chained_job_scripts(tmp_path):
-    from frontload.scaleout import write_job_scripts
+    from frontload.jobs import write_job_scripts
 
     study = _study(tmp_path)
     plan = build_plan(study)

@@ -159,7 +159,7 @@ def test_eval_tasks_never_appear_in_training(tmp_path):
 
 
 def test_exhausted_problem_space_is_reported():
-    from frontload.corpus.errors import FrontloadError
+    from frontload.core.errors import FrontloadError
 
     with pytest.raises(FrontloadError, match="fewer than"):
         list(iter_problems(GeneratorSource(families=["gcd_lcm"], n=5000, difficulty=1, templates=1)))

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from frontload.cli import main
-from frontload.corpus.config import ConfigError
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.manifest import Manifest
+from frontload.core.config import ConfigError
+from frontload.core.errors import FrontloadError
+from frontload.core.manifest import Manifest
 from frontload.synth.generate import GenerateConfig, generate_traces
 from frontload.synth.sources import FileSource, write_problems, write_source
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from frontload.corpus.config import ConfigError
-from frontload.corpus.manifest import Manifest
+from frontload.core.config import ConfigError
+from frontload.core.manifest import Manifest
 from frontload.synth.sources import FileSource, ReasoningGymSource, write_source
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from frontload.corpus.chat import render_example
+from frontload.core.chat import render_example
 
 # Every memorized answer is 42, so the fitted model answers 42 to any question in the chat format.
 QA = [("What is 12 + 30?", "42"), ("What is 40 + 2?", "42"), ("What is 21 + 21?", "42"), ("What is 6 * 7?", "42")]

@@ -9,7 +9,7 @@ import pytest
 from train_data import write_config
 
 from frontload.cli import main
-from frontload.corpus.events import read_events
+from frontload.core.events import read_events
 from frontload.train.checkpoint import read_meta
 
 

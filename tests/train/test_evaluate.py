@@ -8,9 +8,9 @@ import shutil
 import pytest
 from export_helpers import memorized_checkpoint
 
-from frontload.corpus.config import ConfigError
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.events import RunFolder, read_events
+from frontload.core.config import ConfigError
+from frontload.core.errors import FrontloadError
+from frontload.core.events import RunFolder, read_events
 from frontload.train.evaluate import EvalConfig, TaskSpec, evaluate, evaluate_model, pass_at_k, perplexity
 
 

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from frontload.corpus.config import ConfigError, as_dict
+from frontload.core.config import ConfigError, as_dict
 from frontload.train.checkpoint import latest_checkpoint, load_model, read_meta, save_checkpoint
 from frontload.train.model import ModelConfig, forward, model_config_from_dict
 from frontload.train.runtime import init_distributed

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from frontload.corpus.config import ConfigError
+from frontload.core.config import ConfigError
 from frontload.train.model import ModelConfig, forward
 from frontload.train.optim import OptimConfig, build_optimizer
 from frontload.train.runtime import init_distributed
@@ -56,6 +56,6 @@ def test_bad_optimizer_settings_name_the_field():
     with pytest.raises(ConfigError, match="min_lr"):
         OptimConfig(lr=1e-3, min_lr=1e-2)
     with pytest.raises(ConfigError, match="schedule"):
-        from frontload.corpus.config import from_mapping
+        from frontload.core.config import from_mapping
 
         from_mapping(OptimConfig, {"schedule": "step"}, where="optim")

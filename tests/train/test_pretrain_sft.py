@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from frontload.corpus.events import read_events
+from frontload.core.events import read_events
 from frontload.corpus.mix import MixSchedule, MixStage
 from frontload.train.checkpoint import load_model, read_meta
 from frontload.train.loop import collate, token_loss

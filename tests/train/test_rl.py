@@ -6,9 +6,9 @@ import random
 import pytest
 import torch
 
-from frontload.corpus.chat import render_example
-from frontload.corpus.config import ConfigError, from_mapping
-from frontload.corpus.events import read_events
+from frontload.core.chat import render_example
+from frontload.core.config import ConfigError, from_mapping
+from frontload.core.events import read_events
 from frontload.train.checkpoint import latest_checkpoint, load_model, read_meta, save_checkpoint
 from frontload.train.model import forward
 from frontload.train.rl import RLConfig, reference_fingerprint, rl

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 from frontload.train.rl import (
     PromptOrder,
     RewardConfig,
@@ -154,7 +154,7 @@ def test_load_prompts_from_corpus_folder(tmp_path):
     from datatrove.data import Document
     from datatrove.pipeline.writers import JsonlWriter
 
-    from frontload.corpus.chat import render_example
+    from frontload.core.chat import render_example
 
     docs = []
     for i in range(3):

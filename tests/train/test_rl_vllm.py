@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("vllm")
 
-from frontload.corpus.events import read_events  # noqa: E402
+from frontload.core.events import read_events  # noqa: E402
 from frontload.train.checkpoint import save_checkpoint  # noqa: E402
 from frontload.train.generate import generate, sequence_logprobs  # noqa: E402
 from frontload.train.model import ModelConfig  # noqa: E402
@@ -70,7 +70,7 @@ def test_vllm_follows_the_trainer_after_in_place_weight_updates(policy, tiny_tok
 
 
 def test_rl_step_with_vllm_rollouts(policy, tiny_tokenizer, tmp_path):
-    from frontload.corpus.config import from_mapping
+    from frontload.core.config import from_mapping
     from frontload.train.rl import RLConfig, rl
 
     model, cfg = policy

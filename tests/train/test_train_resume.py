@@ -12,8 +12,8 @@ import torch
 from train_data import write_config
 
 from frontload.cli import main
-from frontload.corpus.config import as_dict
-from frontload.corpus.events import read_events
+from frontload.core.config import as_dict
+from frontload.core.events import read_events
 from frontload.corpus.mix import MixSchedule, MixStage
 from frontload.train.checkpoint import list_checkpoints, read_meta
 from frontload.train.loop import run_phase

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frontload.corpus.chat import render_example
-from frontload.corpus.fingerprint import sha256_file
-from frontload.corpus.manifest import Manifest
+from frontload.core.chat import render_example
+from frontload.core.fingerprint import sha256_file
+from frontload.core.manifest import Manifest
 
 
 def write_shards(folder: Path, tokenizer, docs: list[list[int]], masks: list[list[int]] | None = None) -> Path:

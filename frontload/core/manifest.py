@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.errors import FrontloadError
-from frontload.corpus.fingerprint import atomic_write_json
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import atomic_write_json
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1

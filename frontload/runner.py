@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.config import as_dict
-from frontload.corpus.fingerprint import atomic_write, atomic_write_json, fingerprint
-from frontload.experiment import Study
+from frontload.core.config import as_dict
+from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint
+from frontload.study_file import Study
 
 DONE = "DONE"
 

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from frontload.corpus.fingerprint import atomic_write_json
+from frontload.core.fingerprint import atomic_write_json
 
 EVENT_SCHEMA_VERSION = 1
 EVENT_KINDS = ("metrics", "evals", "predictions", "rollouts", "stats")

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union
 
-from frontload.corpus.errors import FrontloadError
+from frontload.core.errors import FrontloadError
 
 T = TypeVar("T")
 

@@ -15,9 +15,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from frontload.corpus.fingerprint import atomic_write
-from frontload.experiment import Study
-from frontload.study import build_plan
+from frontload.core.fingerprint import atomic_write
+from frontload.runner import build_plan
+from frontload.study_file import Study
 
 GPUS_PER_NODE = 8
 

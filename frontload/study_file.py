@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from frontload.corpus.config import ConfigError, as_dict, from_mapping
-from frontload.corpus.errors import FrontloadError
+from frontload.core.config import ConfigError, as_dict, from_mapping
+from frontload.core.errors import FrontloadError
+from frontload.core.phases import PHASES
 from frontload.corpus.mix import MixStage
-
-PHASES = ("pretrain", "sft", "rl")
 
 
 @dataclass(kw_only=True)
