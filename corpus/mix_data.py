@@ -16,8 +16,10 @@ Classes are module-level so datasets pickle into ``DataLoader`` workers.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,6 +102,49 @@ class StreamGPTDataset(GPTDataset):
         if not np.array_equal(mask.sequence_lengths, tokens.sequence_lengths):
             raise MixError(f"{mask_prefix}.idx: loss-mask document lengths differ from {dataset_path}.idx")
         return MaskedIndexedDataset(tokens, mask, dataset_path)
+
+    def _build_document_sample_shuffle_indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Megatron shuffles documents across all epochs at once (and samples across the whole index),
+        # so the first samples of a stream depend on how long the stream is, that is on the stages
+        # after this one. Shuffling each epoch on its own, with permutations drawn in epoch order,
+        # makes the stream's first samples depend only on the seed: arms that agree on their early
+        # stages read the same samples there, whatever their later stages do (shared pretraining
+        # prefixes rely on it). One epoch more than the stream reads is indexed, so every epoch's
+        # block of samples is whole and its permutation never depends on where the stream ends.
+        from megatron.core.datasets import helpers
+
+        cache = Path(self.config.path_to_cache) if self.config.path_to_cache else None
+        base = f"{self.unique_description_hash}-{type(self).__name__}-{self.index_split.name}"
+        files = (
+            [cache / f"{base}-{a}.npy" for a in ("document_index", "sample_index", "shuffle_index")] if cache else []
+        )
+        if files and all(f.exists() for f in files):
+            return tuple(np.load(f, mmap_mode="r") for f in files)
+
+        seq = self.config.sequence_length
+        extra = int(self.config.add_extra_token_to_sequence)
+        per_epoch = self._get_num_tokens_per_epoch()
+        epochs = -(-(self.num_samples * seq + extra) // per_epoch) + 1
+        doc_rng = np.random.RandomState(self.config.random_seed)
+        document_index = np.concatenate([doc_rng.permutation(self.indices) for _ in range(epochs)]).astype(np.int32)
+        lengths = np.ascontiguousarray(self.dataset.sequence_lengths, dtype=np.int32)
+        sample_index = helpers.build_sample_idx(lengths, document_index, seq, epochs, per_epoch, True, extra)
+        total = sample_index.shape[0] - 1
+        # Sample i starts at token i * seq; its block is the epoch that token falls in.
+        bounds = [min(e * per_epoch // seq, total) for e in range(epochs)] + [total]
+        shuffle_rng = np.random.RandomState(self.config.random_seed + 1)
+        shuffle_index = np.concatenate(
+            [lo + shuffle_rng.permutation(hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        ).astype(np.int64)
+        if cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            for f, arr in zip(files, (document_index, sample_index, shuffle_index)):
+                # Written under a temporary name and renamed: a concurrent build never reads half a file.
+                tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arr)
+                os.replace(tmp, f)
+        return document_index, sample_index, shuffle_index
 
     def __len__(self) -> int:
         return super().__len__() - self.offset
