@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from frontload.core.config import ConfigError, as_dict, from_mapping
+from frontload.core.config import ConfigError, Name, as_dict, from_mapping
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write_json, fingerprint
 from frontload.core.manifest import Manifest, ManifestError
@@ -76,8 +76,8 @@ class MixStage:
     tokens: float | None = None  # token budget of the stage (rounded up to whole samples of seq_len)
     samples: int | None = None  # sample budget of the stage (sequences of seq_len tokens)
     epochs: float | None = None  # budget as passes over the blend's sources: epochs x their total tokens
-    blend: dict[str, float] = field(default_factory=dict)  # relative weight per shard set; normalised
-    source_tokens: dict[str, float] = field(default_factory=dict)  # exact tokens per shard set, instead of blend
+    blend: dict[Name, float] = field(default_factory=dict)  # relative weight per shard set; normalised
+    source_tokens: dict[Name, float] = field(default_factory=dict)  # exact tokens per shard set, instead of blend
 
     def __post_init__(self) -> None:
         if self.source_tokens:

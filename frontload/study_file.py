@@ -3,6 +3,8 @@
 A study names a workspace, a tokenizer, the corpora and how each is built, a model, per-phase
 training settings, the arms (each a pretraining mix schedule, an SFT mix and an RL set) and the
 evaluation tasks. Every error names the file, the table and the key; unknown keys are errors.
+Names (the study, corpora, arms, tasks) follow the kernel's one pattern (``NAME_PATTERN``): they
+become folder names and words in job scripts, so ``../x`` or a name holding a newline is refused here.
 Stage-specific tables (``[model]``, ``[pretrain]``, ``filters = {...}``, ...) are checked against
 the stage's own config class when the study is loaded, so a typo fails before anything runs.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from frontload.core.config import ConfigError, as_dict, from_mapping
+from frontload.core.config import ConfigError, Name, as_dict, check_name, from_mapping
 from frontload.core.errors import FrontloadError
 from frontload.core.phases import PHASES
 from frontload.corpus.mix import MixStage
@@ -24,10 +26,15 @@ from frontload.corpus.mix import MixStage
 class StudySection:
     """``[study]``: name, workspace folder (relative to the study file's folder unless absolute), seed."""
 
-    name: str
+    name: Name
     workspace: str = "runs/study"
     seed: int = 1234
-    baseline: str | None = None  # the arm every other arm is compared against; default: the first
+    baseline: Name | None = None  # the arm every other arm is compared against; default: the first
+
+    def __post_init__(self) -> None:
+        # The workspace path is written into job scripts; quoting covers spaces, not line breaks.
+        if any(ord(c) < 32 or ord(c) == 127 for c in self.workspace):
+            raise ConfigError("workspace", f"{self.workspace!r} holds a control character (newline, tab, ...)")
 
 
 @dataclass(kw_only=True)
@@ -96,7 +103,7 @@ class RLArmSection:
 class ArmSection:
     """``[[arms]]``: one arm of the ablation."""
 
-    name: str
+    name: Name
     pretrain: list[MixStage]  # stages in order, each a budget (tokens/samples/epochs) and a blend
     sft: MixStage | None = None  # e.g. { epochs = 2, blend = { reasoning_hq = 1.0 } }
     rl: RLArmSection | None = None
@@ -112,7 +119,7 @@ class ArmSection:
 class EvalTaskSection:
     """A held-out evaluation task: generated from families with a fresh seed, or read from a file."""
 
-    name: str
+    name: Name
     families: list[str] = field(default_factory=list)
     n: int = 64
     difficulty: list[int] = field(default_factory=lambda: [1, 3])
@@ -226,6 +233,8 @@ def load_study(path: str | Path) -> Study:
     corpora = tables.pop("corpora", None)
     if not isinstance(corpora, dict) or not corpora:
         raise ConfigError(f"{where}[corpora]", "a study needs at least one [corpora.NAME] table")
+    for name in corpora:
+        check_name(name, f"{where}[corpora.{name}]")
     parsed_corpora = {name: from_mapping(CorpusSection, t, f"{where}[corpora.{name}]") for name, t in corpora.items()}
     arms = tables.pop("arms", None)
     if not isinstance(arms, list) or not arms:

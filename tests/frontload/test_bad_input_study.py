@@ -1,0 +1,85 @@
+"""Bad study files fail at load, naming the file, the table and the key, before anything runs or is written."""
+
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from frontload.core.config import NAME_PATTERN, ConfigError
+from frontload.study_file import load_study
+
+TINY = Path(__file__).with_name("tiny_study.toml")
+
+
+def _write(tmp_path: Path, edit, folder: str = "") -> Path:
+    path = tmp_path / folder / "study.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(edit(TINY.read_text()))
+    return path
+
+
+def _arm_named(name: str):
+    return lambda text: text.replace('name = "baseline"', f"name = {name}").replace(
+        'baseline = "baseline"', "baseline = 'front_loaded'"
+    )
+
+
+# ---- names: one pattern, checked at load -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ['"a\\ntouch /tmp/x #"', '"../../x"', '".."', '"a b"', '"x/y"', '""', "'$(id)'"])
+def test_study_refuses_an_arm_name_that_is_not_a_name(tmp_path, name):
+    path = _write(tmp_path, _arm_named(name))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: [[arms]][0].name") + ".*is not a valid name"):
+        load_study(path)
+
+
+def test_study_refuses_bad_corpus_task_and_study_names(tmp_path):
+    cases = {
+        "[corpora...]": lambda t: t.replace("[corpora.hq]", '[corpora.".."]'),
+        "[eval].tasks[0].name": lambda t: t.replace('name = "heldout"', 'name = "../heldout"'),
+        "[study].name": lambda t: t.replace('name = "tiny"', 'name = "tiny\\nrm -rf ~"'),
+        "[[arms]][0].pretrain[0].blend.we b": lambda t: t.replace(
+            "{ samples = 16, blend = { web = 1.0 } }, { samples = 16, blend = { web = 1.0 } }",
+            '{ samples = 16, blend = { "we b" = 1.0 } }',
+            1,
+        ),
+    }
+    for key, edit in cases.items():
+        path = _write(tmp_path, edit)
+        with pytest.raises(ConfigError, match=re.escape(f"{path}: {key}") + ".*not a valid name"):
+            load_study(path)
+
+
+def test_study_accepts_sweep_style_names(tmp_path):
+    assert re.fullmatch(NAME_PATTERN, "front_loaded@share=0.10")
+    study = load_study(_write(tmp_path, _arm_named('"front_loaded@share=0.10"')))
+    assert study.arms[0].name == "front_loaded@share=0.10"
+
+
+def test_job_script_quotes_paths_with_spaces(tmp_path, monkeypatch):
+    from frontload.jobs import write_job_scripts
+
+    path = _write(tmp_path, lambda t: t, folder="my studies; rm -rf x")
+    study = load_study(path)
+    study.study.workspace = str(tmp_path / "work space $(id)")
+    monkeypatch.chdir(tmp_path)
+    write_job_scripts(study, executor="slurm", submit=False)
+    jobs = tmp_path / "work space $(id)" / "jobs"
+    script = next(jobs.glob("*pretrain-baseline.sbatch"))
+    # Run the script with stand-ins for torchrun/frontload that record the arguments they get.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("torchrun", "frontload"):
+        (bin_dir / tool).write_text('#!/bin/bash\nprintf "%s\\n" "$PWD" "$@" > "$ARGS_OUT"\n')
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    out = tmp_path / "args.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_OUT": str(out)}
+    subprocess.run(["bash", str(script)], check=True, env=env, cwd="/")
+    args = out.read_text().splitlines()
+    assert args[0] == str(tmp_path)  # the job starts where frontload ran
+    assert str(path.resolve()) in args and "pretrain:baseline" in args
+    assert not (tmp_path / "x").exists() and subprocess.run(["bash", "-n", str(jobs / "submit.sh")]).returncode == 0
