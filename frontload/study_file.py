@@ -219,6 +219,25 @@ def _check_references(study: Study, where: str) -> None:
         raise ConfigError(f"{where}[eval].tasks", f"task names must be unique, got {task_names}")
 
 
+def _check_paths(study: Study, where: str) -> None:
+    # A missing input would otherwise surface only when its step runs, after hours of earlier steps.
+    for name, corpus in study.corpora.items():
+        for i, p in enumerate(corpus.source.paths):
+            # Relative to where frontload runs, like the workspace; PATH::SPLIT names a split of a dataset.
+            if not Path(p).exists() and not Path(p.rpartition("::")[0] or p).exists():
+                raise ConfigError(
+                    f"{where}[corpora.{name}].source.paths[{i}]",
+                    f"{p!r} does not exist (relative paths start where frontload runs)",
+                )
+    for i, task in enumerate(study.eval.tasks):
+        if task.path is not None:
+            p = Path(task.path)
+            if not p.is_absolute() and study.path is not None:
+                p = study.path.parent / p  # task files are relative to the study file (see steps.task_action)
+            if not p.exists():
+                raise ConfigError(f"{where}[eval].tasks[{i}].path", f"{str(p)!r} does not exist")
+
+
 def load_study(path: str | Path) -> Study:
     """Read and check a study file; errors name the file, the table and the key."""
     path = Path(path)
@@ -262,6 +281,7 @@ def load_study(path: str | Path) -> Study:
         path=path,
     )
     _check_references(study, where)
+    _check_paths(study, where)
     _check_stage_tables(study, where)
     return study
 
@@ -296,8 +316,36 @@ def phase_config(study: Study, phase: str, **managed: Any):
     return from_mapping(cls, {**table, **managed}, where)
 
 
+def generate_config(corpus: CorpusSection, where: str):
+    """A corpus's ``generate`` table as :class:`frontload.synth.generate.GenerateConfig`."""
+    from frontload.synth.generate import GenerateConfig
+
+    return from_mapping(GenerateConfig, corpus.generate or {}, f"{where}.generate")
+
+
+def filter_config(corpus: CorpusSection, where: str, task_files: list[str]):
+    """A corpus's ``filters`` table as :class:`frontload.filters.pipeline.FilterConfig`.
+
+    ``decontaminate = true`` means every evaluation task of the study: ``task_files`` (``name=path``).
+    """
+    from frontload.filters.pipeline import FilterConfig
+
+    table = dict(corpus.filters or {})
+    if table.get("decontaminate") is True:
+        table["decontaminate"] = list(task_files)
+    elif table.get("decontaminate") is False:
+        table.pop("decontaminate")
+    return from_mapping(FilterConfig, table, f"{where}.filters")
+
+
 def _check_stage_tables(study: Study, where: str) -> None:
     # Stage tables are checked by the stages' own config classes, so a typo fails before any work.
+    for name, corpus in study.corpora.items():
+        if corpus.generate is not None:
+            generate_config(corpus, f"{where}[corpora.{name}]")
+        if corpus.filters is not None:
+            # The task files do not exist before the study runs; their check waits for the run.
+            filter_config(corpus, f"{where}[corpora.{name}]", task_files=[])
     model = model_config(study)
     phase_config(study, "pretrain", run_dir="-", plan="-", model=model)
     phase_config(study, "sft", run_dir="-", plan="-", init_from="-")

@@ -14,6 +14,7 @@ finite: ``nan`` and ``inf`` are refused wherever a number is expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -62,24 +63,45 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _check_finite(value: Any, key: str) -> Any:
+    # nan/inf pass every comparison test silently (nan > 0 is False, so is nan <= 0) and surface far
+    # from the file as a crash or a garbage plan; refuse them wherever a number may sit.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+    return value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if tp is Any:
-        return value
+        return _check_finite(value, key)
     if tp is Name:
         return check_name(value, key)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        candidates = [a for a in args if a is not type(None)]
+        if len(candidates) == 1:
+            # ``X | None``: X's own error names the nested key at fault (``sft.blend.hq``), keep it.
+            return _coerce(value, candidates[0], key)
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in candidates:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as e:
-                errors.append(e.message)
+                errors.append(e)
+        deep = [e for e in errors if e.key != key]
+        if len(deep) == 1:  # only one type got past the top level: its error is the useful one
+            raise deep[0]
         raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         if value not in args:
@@ -125,7 +147,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
         return value
-    return value
+    return _check_finite(value, key)
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:

@@ -83,3 +83,74 @@ def test_job_script_quotes_paths_with_spaces(tmp_path, monkeypatch):
     assert args[0] == str(tmp_path)  # the job starts where frontload ran
     assert str(path.resolve()) in args and "pretrain:baseline" in args
     assert not (tmp_path / "x").exists() and subprocess.run(["bash", "-n", str(jobs / "submit.sh")]).returncode == 0
+
+
+# ---- numbers, inline tables, paths: checked at load ----------------------------------------------
+
+FIRST_STAGE = "{ samples = 16, blend = { web = 1.0 } }, { samples = 16, blend = { web = 1.0 } }"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (
+            lambda t: t.replace(FIRST_STAGE, "{ tokens = nan, blend = { web = 1.0 } }", 1),
+            "[[arms]][0].pretrain[0].tokens",
+        ),
+        (
+            lambda t: t.replace(FIRST_STAGE, "{ tokens = inf, blend = { web = 1.0 } }", 1),
+            "[[arms]][0].pretrain[0].tokens",
+        ),
+        (lambda t: t.replace("blend = { hq = 1.0 }", "blend = { hq = -inf }", 1), "[[arms]][0].sft.blend.hq"),
+        (lambda t: t.replace("samples = 2\n", "samples = 2\ntemperature = nan\n"), "[eval].temperature"),
+        (lambda t: t.replace("hidden = 64", "hidden = inf"), "[model].hidden"),
+        (lambda t: t.replace("optim = { lr = 3e-3 }", "optim = { lr = nan }"), "[pretrain].optim.lr"),
+        (
+            lambda t: t.replace(
+                "[corpora.hq]\n", '[corpora.hq]\ngenerate = { endpoint = "http://h:1", extra_params = { t = nan } }\n'
+            ),
+            "[corpora.hq].generate.extra_params.t",
+        ),
+    ],
+)
+def test_study_refuses_non_finite_numbers(tmp_path, edit, key):
+    path = _write(tmp_path, edit)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {key}") + ": must be a finite number"):
+        load_study(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (
+            lambda t: t.replace(
+                'filters = { dedup = ["exact"], decontaminate = true }', 'filters = { dedpu = ["exact"] }', 1
+            ),
+            "[corpora.reasoning].filters.dedpu",
+        ),
+        (
+            lambda t: t.replace(
+                "[corpora.hq]\n", '[corpora.hq]\ngenerate = { modle = "teacher", endpoint = "http://h:1" }\n'
+            ),
+            "[corpora.hq].generate.modle",
+        ),
+    ],
+)
+def test_study_refuses_typos_inside_inline_tables(tmp_path, edit, key):
+    path = _write(tmp_path, edit)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {key}") + ": unknown key"):
+        load_study(path)
+
+
+def test_study_refuses_missing_input_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = ('source = { kind = "packaged_text" }', 'source = { kind = "files", paths = ["nope.jsonl"] }')
+    path = _write(tmp_path, lambda t: t.replace(*files))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: [corpora.web].source.paths[0]") + ".*does not exist"):
+        load_study(path)
+    (tmp_path / "nope.jsonl").write_text('{"text": "x"}\n')
+    assert load_study(path).corpora["web"].source.paths == ["nope.jsonl"]
+    task = ('families = ["arithmetic"], n = 8', 'path = "tasks/missing.jsonl"')
+    path = _write(tmp_path, lambda t: t.replace(*task))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: [eval].tasks[0].path") + ".*does not exist"):
+        load_study(path)
