@@ -154,3 +154,9 @@ def test_study_refuses_missing_input_paths(tmp_path, monkeypatch):
     path = _write(tmp_path, lambda t: t.replace(*task))
     with pytest.raises(ConfigError, match=re.escape(f"{path}: [eval].tasks[0].path") + ".*does not exist"):
         load_study(path)
+
+
+def test_study_refuses_a_workspace_with_a_newline(tmp_path):
+    path = _write(tmp_path, lambda t: t.replace('workspace = "ws"', 'workspace = "ws\\n#SBATCH --x"'))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: [study].workspace") + ".*control character"):
+        load_study(path)

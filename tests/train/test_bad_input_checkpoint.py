@@ -95,3 +95,20 @@ def test_resume_state_loads_without_pickle(tmp_path, shard_sets, tiny_model_conf
             torch.load(out / name, weights_only=True)
     rng = torch.load(out / "rng_rank0.pt", weights_only=True)
     assert isinstance(rng["numpy"]["keys"], torch.Tensor)
+
+
+class _Payload:
+    """Stands for any pickled object: loading it would run code from the file."""
+
+
+def test_pickled_object_in_a_checkpoint_is_refused(two_checkpoints):
+    from frontload.train.checkpoint import file_sha256
+
+    _, ckpt = two_checkpoints
+    weights = ckpt / "model_tp0_pp0.pt"
+    torch.save({"embedding.word_embeddings.weight": _Payload()}, weights)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["sha256"]["model_tp0_pp0.pt"] = file_sha256(weights)  # the sums match: only weights_only stops it
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"^{weights}: unreadable \\(UnpicklingError"):
+        load_model(ckpt)
