@@ -32,9 +32,15 @@ class StudySection:
     baseline: Name | None = None  # the arm every other arm is compared against; default: the first
 
     def __post_init__(self) -> None:
-        # The workspace path is written into job scripts; quoting covers spaces, not line breaks.
-        if any(ord(c) < 32 or ord(c) == 127 for c in self.workspace):
-            raise ConfigError("workspace", f"{self.workspace!r} holds a control character (newline, tab, ...)")
+        check_workspace(self.workspace, "workspace")
+
+
+def check_workspace(value: str, key: str) -> str:
+    """A workspace path (from the study file or ``--workspace``) without control characters."""
+    # The workspace path is written into job scripts; quoting covers spaces, not line breaks.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(key, f"{value!r} holds a control character (newline, tab, ...)")
+    return value
 
 
 @dataclass(kw_only=True)
@@ -238,8 +244,11 @@ def _check_paths(study: Study, where: str) -> None:
                 raise ConfigError(f"{where}[eval].tasks[{i}].path", f"{str(p)!r} does not exist")
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and check a study file; errors name the file, the table and the key."""
+def load_study(path: str | Path, *, workspace: str | None = None) -> Study:
+    """Read and check a study file; errors name the file, the table and the key.
+
+    ``workspace`` (the ``--workspace`` option) replaces ``[study].workspace`` and is checked like it.
+    """
     path = Path(path)
     if not path.exists():
         raise FrontloadError(f"{path}: no such study file")
@@ -280,6 +289,8 @@ def load_study(path: str | Path) -> Study:
         eval=from_mapping(EvalSection, tables.get("eval", {}), f"{where}[eval]"),
         path=path,
     )
+    if workspace:
+        study.study.workspace = check_workspace(workspace, "--workspace")
     _check_references(study, where)
     _check_paths(study, where)
     _check_stage_tables(study, where)

@@ -160,3 +160,14 @@ def test_study_refuses_a_workspace_with_a_newline(tmp_path):
     path = _write(tmp_path, lambda t: t.replace('workspace = "ws"', 'workspace = "ws\\n#SBATCH --x"'))
     with pytest.raises(ConfigError, match=re.escape(f"{path}: [study].workspace") + ".*control character"):
         load_study(path)
+
+
+def test_run_options_that_take_names_are_checked(tmp_path, capsys):
+    from frontload.cli import main
+
+    path = _write(tmp_path, lambda t: t)
+    assert main(["run", str(path), "--dry-run", "--workspace", str(tmp_path / "w\nx")]) == 2
+    assert "--workspace: " in capsys.readouterr().err
+    assert main(["run", str(path), "--dry-run", "--workspace", str(tmp_path / "w"), "--only", "../x"]) == 2
+    err = capsys.readouterr().err
+    assert "--only '../x': no such step (steps: task:heldout, " in err and err.count("\n") == 1
