@@ -93,9 +93,13 @@ def open_writable(path: Path):
     return con
 
 
-def _query_config() -> dict[str, object]:
-    # Set at open: nothing may install or load an extension (both would download or run code).
-    return {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+def _query_config(lock: bool) -> dict[str, object]:
+    # Nothing may install or load an extension (both would download or run code). Without folders to
+    # allow, everything is set at open, so several such connections in one process share one instance.
+    config: dict[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    if lock:
+        config |= {"enable_external_access": False, "lock_configuration": True}
+    return config
 
 
 def connect(workspace: str | os.PathLike, *, allow_files: tuple[str | os.PathLike, ...] | list = ()):
@@ -110,23 +114,30 @@ def connect(workspace: str | os.PathLike, *, allow_files: tuple[str | os.PathLik
     if not path.is_file():
         raise StoreError(f"{path}: no store yet; run `frontload analysis ingest {Path(workspace)}` first")
     check_duckdb_file(path)
+    dirs = [str(Path(d).resolve()).rstrip("/") + "/" for d in allow_files]
     try:
-        con = duckdb.connect(str(path), read_only=True, config=_query_config())
+        con = duckdb.connect(str(path), read_only=True, config=_query_config(lock=not dirs))
     except duckdb.IOException as e:
         raise StoreError(
             f"{path}: cannot open read-only ({e}); an ingest may be writing it, retry when it ends"
         ) from e
-    try:
-        # allowed_directories can only be set while external access is on, so the order matters:
-        # name the folders, then turn external access off, then lock every setting.
-        dirs = [str(Path(d).resolve()).rstrip("/") + "/" for d in allow_files]
-        if dirs:
+    except duckdb.ConnectionException as e:
+        raise StoreError(
+            f"{path}: already open in this process with other settings ({e}); close that connection first"
+        ) from e
+    if dirs:
+        try:
+            # allowed_directories can only be set after the open and while external access is on:
+            # name the folders, then turn external access off, then lock every setting.
             con.execute("SET allowed_directories = ?", [dirs])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-    except duckdb.Error as e:
-        con.close()
-        raise StoreError(f"this DuckDB cannot restrict file access ({e}); frontload sql needs DuckDB >= 1.2") from e
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except duckdb.Error as e:
+            con.close()
+            raise StoreError(
+                f"{path}: cannot restrict file access to {', '.join(dirs)} ({e}); "
+                "--allow-files needs DuckDB >= 1.2 and no other open connection to this store in this process"
+            ) from e
     return con
 
 

@@ -143,3 +143,13 @@ def test_sql_command_allow_files_flag(ingested, tmp_path, capsys):
     assert main(["sql", sql, "-w", str(ingested), "--format", "csv", "--allow-files", str(tmp_path)]) == 0
     assert capsys.readouterr().out == "v\n7\n"
     assert Path(tmp_path).exists()
+
+
+def test_locked_connections_coexist_in_one_process(ingested):
+    con = connect(ingested)
+    try:
+        assert query(ingested, "SELECT count(*) FROM arms").item() == 3  # a second connection meanwhile
+        with pytest.raises(duckdb.Error):
+            con.execute("SET lock_configuration = false")
+    finally:
+        con.close()
