@@ -40,13 +40,13 @@ def _word(value: object) -> str:
     return shlex.quote(text)
 
 
-def _step_command(study_file: Path, step, executor: str) -> str:
-    study = _word(study_file)
-    only = _word(step.id)
+def _step_command(study: Study, step, executor: str) -> str:
+    # The workspace is passed explicitly, so a `--workspace` given when the scripts were written holds in the jobs.
+    args = f"{_word(study.path.resolve())} --workspace {_word(study.workspace)} --only {_word(step.id)} --no-report"
     if step.resources == "gpu":
         gpus = "${GPUS_PER_NODE:-" + str(GPUS_PER_NODE) + "}"
-        return f"torchrun --nnodes=1 --nproc-per-node={gpus} -m frontload run {study} --only {only} --no-report"
-    return f"frontload run {study} --only {only} --no-report --data-executor {executor}"
+        return f"torchrun --nnodes=1 --nproc-per-node={gpus} -m frontload run {args}"
+    return f"frontload run {args} --data-executor {executor}"
 
 
 def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
@@ -72,7 +72,7 @@ def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
         f"# step {_job_name(step.id)}: {step.kind}",
         f"# output: {_word(step.output)}",
         f"cd {_word(Path.cwd())}",
-        _step_command(study.path.resolve(), step, "slurm"),
+        _step_command(study, step, "slurm"),
         "",
     ]
     return "\n".join(lines)
@@ -84,7 +84,6 @@ def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: s
     jobs = study.workspace / "jobs"
     (jobs / "logs").mkdir(parents=True, exist_ok=True)
     todo = [s for s in plan.ordered() if not s.done()]
-    study_file = study.path.resolve()
     if executor == "slurm":
         submit_lines = [
             "#!/bin/bash",
@@ -118,7 +117,7 @@ def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: s
         f"cd {_word(Path.cwd())}",
     ]
     for step in todo:
-        lines.append(_step_command(study_file, step, "ray"))
+        lines.append(_step_command(study, step, "ray"))
     lines.append(f"frontload report {_word(study.workspace)}")  # ingests what is new first
     atomic_write(jobs / "ray_driver.sh", "\n".join(lines) + "\n")
     os.chmod(jobs / "ray_driver.sh", 0o755)
