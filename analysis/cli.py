@@ -37,6 +37,14 @@ def add_commands(sub) -> None:
     sql.add_argument("-o", "--output", type=Path, help="write the result to this file instead of stdout")
     sql.add_argument("--schema", action="store_true", help="print the documented schema of every table and view")
     sql.add_argument("--max-rows", type=int, default=100, help="rows shown in table format (-1: all)")
+    sql.add_argument(
+        "--allow-files",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="let queries read files under DIR (read_csv, read_parquet, ...; repeatable); nothing else is reachable",
+    )
     sql.set_defaults(func=_sql)
 
     rep = sub.add_parser("report", help="print the ablation and persistence tables and write plots for a workspace")
@@ -63,9 +71,16 @@ def _sql(args: argparse.Namespace) -> int:
         return 0
     if args.query is None:
         if sys.stdin.isatty():
-            return repl(args.workspace)
+            return repl(args.workspace, allow_files=args.allow_files)
         args.query = sys.stdin.read()
-    run_sql(args.workspace, args.query, fmt=args.format, output=args.output, max_rows=args.max_rows)
+    run_sql(
+        args.workspace,
+        args.query,
+        fmt=args.format,
+        output=args.output,
+        max_rows=args.max_rows,
+        allow_files=args.allow_files,
+    )
     return 0
 
 
@@ -109,16 +124,25 @@ def run_sql(
     output: Path | None = None,
     out: TextIO | None = None,
     max_rows: int = 100,
+    allow_files: tuple[str | os.PathLike, ...] | list = (),
 ):
-    """Run read-only ``sql`` on the workspace's store and write the result; returns the polars frame."""
-    from frontload.analysis.store import StoreError, query
+    """Run read-only ``sql`` on the workspace's store and write each statement's result in order.
+
+    Returns the last result (a polars frame). ``-o FILE`` takes one result: several are refused before
+    any file is written.
+    """
+    from frontload.analysis.store import StoreError, queries
 
     if fmt not in FORMATS:
         raise StoreError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
-    df = query(workspace, sql)
-    if df is not None:
+    frames = queries(workspace, sql, allow_files=allow_files)
+    if output is not None and len(frames) > 1:
+        raise StoreError(f"{len(frames)} statements returned results; -o {output} takes one (run them one by one)")
+    for i, df in enumerate(frames):
+        if i and fmt == "table" and output is None:
+            (out or sys.stdout).write("\n")
         write_frame(df, fmt, output, out or sys.stdout, max_rows=max_rows)
-    return df
+    return frames[-1] if frames else None
 
 
 _REPL_HELP = """.tables          list tables and views
@@ -127,7 +151,12 @@ _REPL_HELP = """.tables          list tables and views
 SQL ends with ';' and may span lines; only reads are allowed."""
 
 
-def repl(workspace: str | os.PathLike, input_fn=input, out: TextIO | None = None) -> int:
+def repl(
+    workspace: str | os.PathLike,
+    input_fn=input,
+    out: TextIO | None = None,
+    allow_files: tuple[str | os.PathLike, ...] | list = (),
+) -> int:
     """An interactive read-only SQL prompt on the workspace's store (readline editing and history)."""
     from frontload.analysis.report import format_table
     from frontload.analysis.schema import TABLE_BY_NAME, VIEWS, schema_markdown
@@ -136,7 +165,7 @@ def repl(workspace: str | os.PathLike, input_fn=input, out: TextIO | None = None
     out = out or sys.stdout
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401 - importing it gives input() line editing and history
-    con = connect(workspace)
+    con = connect(workspace, allow_files=allow_files)
     out.write(f"frontload sql on {Path(workspace)} (read-only). .help for commands.\n")
     buffer: list[str] = []
     try:
@@ -159,7 +188,7 @@ def repl(workspace: str | os.PathLike, input_fn=input, out: TextIO | None = None
                 elif cmd == ".schema":
                     if arg:
                         try:
-                            out.write(format_table(execute_read(con, f"DESCRIBE {arg.strip()}").pl()) + "\n")
+                            out.write(format_table(execute_read(con, f"DESCRIBE {arg.strip()}")[-1]) + "\n")
                         except StoreError as e:
                             out.write(f"error: {e}\n")
                     else:
@@ -174,9 +203,8 @@ def repl(workspace: str | os.PathLike, input_fn=input, out: TextIO | None = None
                 continue
             sql, buffer = "\n".join(buffer), []
             try:
-                rel = execute_read(con, sql)
-                if rel is not None:
-                    out.write(format_table(rel.pl()) + "\n")
+                for df in execute_read(con, sql):
+                    out.write(format_table(df) + "\n")
             except StoreError as e:
                 out.write(f"error: {e}\n")
     finally:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from frontload.analysis.schema import EVENT_TABLES, SCHEMA_VERSION, TABLE_BY_NAME, TABLES, Table
-from frontload.analysis.store import DB_NAME, StoreError, open_writable
+from frontload.analysis.store import DB_NAME, StoreError, open_writable, writer_lock
 from frontload.analysis.views import PHASES_SQL, create_views
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint
@@ -759,10 +759,20 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
     if not ws.is_dir():
         raise StoreError(f"{ws}: no such workspace folder")
     db_path = ws / DB_NAME
-    if rebuild:
-        for p in (db_path, db_path.with_name(db_path.name + ".wal")):
-            p.unlink(missing_ok=True)
-    report = IngestReport(workspace=ws, db_path=db_path)
+    with writer_lock(db_path):
+        if rebuild:
+            for p in (db_path, db_path.with_name(db_path.name + ".wal")):
+                p.unlink(missing_ok=True)
+        report = IngestReport(workspace=ws, db_path=db_path)
+        errors = _ingest_locked(ws, db_path, report, progress)
+    report.seconds = time.perf_counter() - started
+    if errors:
+        more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
+        raise IngestError(f"{errors[0]}{more}; everything else was ingested into {db_path}")
+    return report
+
+
+def _ingest_locked(ws: Path, db_path: Path, report: IngestReport, progress: bool) -> list[str]:
     errors: list[str] = []
     paths = _Paths(ws)
     scan = _scan(ws, errors)
@@ -805,11 +815,7 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
             con.execute("CHECKPOINT")
     finally:
         con.close()
-    report.seconds = time.perf_counter() - started
-    if errors:
-        more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
-        raise IngestError(f"{errors[0]}{more}; everything else was ingested into {db_path}")
-    return report
+    return errors
 
 
 def _prepare(con, db_path: Path) -> None:

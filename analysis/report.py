@@ -51,7 +51,7 @@ def _frames(workspace: Path) -> dict[str, object]:
     try:
 
         def q(sql: str):
-            return execute_read(con, sql).pl()
+            return execute_read(con, sql)[-1]
 
         arms = q("SELECT arm, arm_order, is_baseline FROM arms ORDER BY arm_order")
         return {

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from frontload.core.config import ConfigError, from_mapping
+from frontload.core.config import ConfigError, Name, from_mapping
 from frontload.core.errors import FrontloadError
 from frontload.core.phases import PHASES
 
@@ -44,8 +44,8 @@ class MixStage:
     tokens: float | None = None  # token budget of the stage (rounded up to whole samples of seq_len)
     samples: int | None = None  # sample budget of the stage (sequences of seq_len tokens)
     epochs: float | None = None  # budget as passes over the blend's sources: epochs x their total tokens
-    blend: dict[str, float] = field(default_factory=dict)  # relative weight per shard set; normalised
-    source_tokens: dict[str, float] = field(default_factory=dict)  # exact tokens per shard set, instead of blend
+    blend: dict[Name, float] = field(default_factory=dict)  # relative weight per shard set; normalised
+    source_tokens: dict[Name, float] = field(default_factory=dict)  # exact tokens per shard set, instead of blend
 
     def __post_init__(self) -> None:
         if self.source_tokens:

@@ -21,9 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from frontload.runner import run_study
     from frontload.study_file import load_study
 
-    study = load_study(args.study)
-    if args.workspace:
-        study.study.workspace = args.workspace
+    study = load_study(args.study, workspace=args.workspace)
     if args.executor != "local":
         from frontload.jobs import write_job_scripts
 
@@ -52,9 +50,7 @@ def cmd_mix_plan(args: argparse.Namespace) -> int:
     from frontload.runner import print_mix_plans
     from frontload.study_file import load_study
 
-    study = load_study(args.study)
-    if args.workspace:
-        study.study.workspace = args.workspace
+    study = load_study(args.study, workspace=args.workspace)
     return print_mix_plans(study, arms=args.arm, out=args.output)
 
 

@@ -228,6 +228,11 @@ def run_study(
 
         logger.disable("datatrove")
     plan = build_plan(study, data_executor=data_executor)
+    unknown = [s for s in only or [] if s not in plan.steps]
+    if unknown:
+        from frontload.core.errors import FrontloadError
+
+        raise FrontloadError(f"--only {unknown[0]!r}: no such step (steps: {', '.join(plan.steps)})")
     print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws}")
     if dry_run:
         print(format_plan(plan))

@@ -114,6 +114,8 @@ def corpus_action(plan: StudyPlan, name: str, corpus: CorpusSection):
     study = plan.study
 
     def action(out: Path) -> None:
+        from frontload.study_file import filter_config, generate_config
+
         src = corpus.source
         post = bool(corpus.generate or corpus.filters)
         first = out / "_raw" if post else out
@@ -153,22 +155,17 @@ def corpus_action(plan: StudyPlan, name: str, corpus: CorpusSection):
 
             write_text_corpus(first, src.paths, text_field=src.text_field)
         current = first
+        where = f"{study.path}: [corpora.{name}]"
         if corpus.generate:
-            from frontload.synth.generate import GenerateConfig, generate_traces
+            from frontload.synth.generate import generate_traces
 
-            cfg = from_mapping(GenerateConfig, corpus.generate, f"[corpora.{name}].generate")
             nxt = out / "_traces" if corpus.filters else out
-            generate_traces(current, nxt, cfg)
+            generate_traces(current, nxt, generate_config(corpus, where))
             current = nxt
         if corpus.filters:
-            from frontload.filters.pipeline import FilterConfig, run_filters
+            from frontload.filters.pipeline import run_filters
 
-            table = dict(corpus.filters)
-            if table.get("decontaminate") is True:  # against every evaluation task of the study
-                table["decontaminate"] = [f"{t.name}={task_spec(plan, t).path}" for t in study.eval.tasks]
-            elif table.get("decontaminate") is False:
-                table.pop("decontaminate")
-            cfg = from_mapping(FilterConfig, table, f"[corpora.{name}].filters")
+            cfg = filter_config(corpus, where, [f"{t.name}={task_spec(plan, t).path}" for t in study.eval.tasks])
             run_filters(current, out, cfg)
 
     return action

@@ -3,6 +3,8 @@
 A study names a workspace, a tokenizer, the corpora and how each is built, a model, per-phase
 training settings, the arms (each a pretraining mix schedule, an SFT mix and an RL set) and the
 evaluation tasks. Every error names the file, the table and the key; unknown keys are errors.
+Names (the study, corpora, arms, tasks) follow the kernel's one pattern (``NAME_PATTERN``): they
+become folder names and words in job scripts, so ``../x`` or a name holding a newline is refused here.
 Stage-specific tables (``[model]``, ``[pretrain]``, ``filters = {...}``, ...) are checked against
 the stage's own config class when the study is loaded, so a typo fails before anything runs.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from frontload.core.config import ConfigError, as_dict, from_mapping
+from frontload.core.config import ConfigError, Name, as_dict, check_name, from_mapping
 from frontload.core.errors import FrontloadError
 from frontload.core.phases import PHASES
 from frontload.corpus.mix import MixStage
@@ -24,10 +26,21 @@ from frontload.corpus.mix import MixStage
 class StudySection:
     """``[study]``: name, workspace folder (relative to the study file's folder unless absolute), seed."""
 
-    name: str
+    name: Name
     workspace: str = "runs/study"
     seed: int = 1234
-    baseline: str | None = None  # the arm every other arm is compared against; default: the first
+    baseline: Name | None = None  # the arm every other arm is compared against; default: the first
+
+    def __post_init__(self) -> None:
+        check_workspace(self.workspace, "workspace")
+
+
+def check_workspace(value: str, key: str) -> str:
+    """A workspace path (from the study file or ``--workspace``) without control characters."""
+    # The workspace path is written into job scripts; quoting covers spaces, not line breaks.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(key, f"{value!r} holds a control character (newline, tab, ...)")
+    return value
 
 
 @dataclass(kw_only=True)
@@ -96,7 +109,7 @@ class RLArmSection:
 class ArmSection:
     """``[[arms]]``: one arm of the ablation."""
 
-    name: str
+    name: Name
     pretrain: list[MixStage]  # stages in order, each a budget (tokens/samples/epochs) and a blend
     sft: MixStage | None = None  # e.g. { epochs = 2, blend = { reasoning_hq = 1.0 } }
     rl: RLArmSection | None = None
@@ -112,7 +125,7 @@ class ArmSection:
 class EvalTaskSection:
     """A held-out evaluation task: generated from families with a fresh seed, or read from a file."""
 
-    name: str
+    name: Name
     families: list[str] = field(default_factory=list)
     n: int = 64
     difficulty: list[int] = field(default_factory=lambda: [1, 3])
@@ -212,8 +225,30 @@ def _check_references(study: Study, where: str) -> None:
         raise ConfigError(f"{where}[eval].tasks", f"task names must be unique, got {task_names}")
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and check a study file; errors name the file, the table and the key."""
+def _check_paths(study: Study, where: str) -> None:
+    # A missing input would otherwise surface only when its step runs, after hours of earlier steps.
+    for name, corpus in study.corpora.items():
+        for i, p in enumerate(corpus.source.paths):
+            # Relative to where frontload runs, like the workspace; PATH::SPLIT names a split of a dataset.
+            if not Path(p).exists() and not Path(p.rpartition("::")[0] or p).exists():
+                raise ConfigError(
+                    f"{where}[corpora.{name}].source.paths[{i}]",
+                    f"{p!r} does not exist (relative paths start where frontload runs)",
+                )
+    for i, task in enumerate(study.eval.tasks):
+        if task.path is not None:
+            p = Path(task.path)
+            if not p.is_absolute() and study.path is not None:
+                p = study.path.parent / p  # task files are relative to the study file (see steps.task_action)
+            if not p.exists():
+                raise ConfigError(f"{where}[eval].tasks[{i}].path", f"{str(p)!r} does not exist")
+
+
+def load_study(path: str | Path, *, workspace: str | None = None) -> Study:
+    """Read and check a study file; errors name the file, the table and the key.
+
+    ``workspace`` (the ``--workspace`` option) replaces ``[study].workspace`` and is checked like it.
+    """
     path = Path(path)
     if not path.exists():
         raise FrontloadError(f"{path}: no such study file")
@@ -226,6 +261,8 @@ def load_study(path: str | Path) -> Study:
     corpora = tables.pop("corpora", None)
     if not isinstance(corpora, dict) or not corpora:
         raise ConfigError(f"{where}[corpora]", "a study needs at least one [corpora.NAME] table")
+    for name in corpora:
+        check_name(name, f"{where}[corpora.{name}]")
     parsed_corpora = {name: from_mapping(CorpusSection, t, f"{where}[corpora.{name}]") for name, t in corpora.items()}
     arms = tables.pop("arms", None)
     if not isinstance(arms, list) or not arms:
@@ -252,7 +289,10 @@ def load_study(path: str | Path) -> Study:
         eval=from_mapping(EvalSection, tables.get("eval", {}), f"{where}[eval]"),
         path=path,
     )
+    if workspace:
+        study.study.workspace = check_workspace(workspace, "--workspace")
     _check_references(study, where)
+    _check_paths(study, where)
     _check_stage_tables(study, where)
     return study
 
@@ -287,8 +327,36 @@ def phase_config(study: Study, phase: str, **managed: Any):
     return from_mapping(cls, {**table, **managed}, where)
 
 
+def generate_config(corpus: CorpusSection, where: str):
+    """A corpus's ``generate`` table as :class:`frontload.synth.generate.GenerateConfig`."""
+    from frontload.synth.generate import GenerateConfig
+
+    return from_mapping(GenerateConfig, corpus.generate or {}, f"{where}.generate")
+
+
+def filter_config(corpus: CorpusSection, where: str, task_files: list[str]):
+    """A corpus's ``filters`` table as :class:`frontload.filters.pipeline.FilterConfig`.
+
+    ``decontaminate = true`` means every evaluation task of the study: ``task_files`` (``name=path``).
+    """
+    from frontload.filters.pipeline import FilterConfig
+
+    table = dict(corpus.filters or {})
+    if table.get("decontaminate") is True:
+        table["decontaminate"] = list(task_files)
+    elif table.get("decontaminate") is False:
+        table.pop("decontaminate")
+    return from_mapping(FilterConfig, table, f"{where}.filters")
+
+
 def _check_stage_tables(study: Study, where: str) -> None:
     # Stage tables are checked by the stages' own config classes, so a typo fails before any work.
+    for name, corpus in study.corpora.items():
+        if corpus.generate is not None:
+            generate_config(corpus, f"{where}[corpora.{name}]")
+        if corpus.filters is not None:
+            # The task files do not exist before the study runs; their check waits for the run.
+            filter_config(corpus, f"{where}[corpora.{name}]", task_files=[])
     model = model_config(study)
     phase_config(study, "pretrain", run_dir="-", plan="-", model=model)
     phase_config(study, "sft", run_dir="-", plan="-", init_from="-")

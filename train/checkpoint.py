@@ -14,11 +14,18 @@ Invariants: every rank writes into the same temporary folder, rank 0 writes ``me
 renames the folder into place, so a reader never sees a partial checkpoint (a killed save leaves only
 a ``.tmp`` folder, which the next save removes). The chain pretrain → sft → rl is visible through
 ``meta["parent"]``.
+
+Integrity: ``meta["sha256"]`` holds the sha256 of every other file. Every load (eval, export,
+resume, the next phase) checks the files it reads against it first, so flipped bytes or a truncated
+file is one :class:`CheckpointError` naming the file and what to do, never garbage weights or a
+traceback. Every file is plain data (tensors, dicts, lists, numbers, strings) and is read with
+``torch.load(weights_only=True)``: loading a checkpoint never runs pickled code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -71,12 +78,20 @@ def _ranks() -> tuple[int, int, int, int]:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG state a training step may draw from."""
+    """Every RNG state a training step may draw from, as plain data (``weights_only`` loads it)."""
     from megatron.core import tensor_parallel
 
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # numpy's state holds an ndarray; as a tensor it needs no numpy class to unpickle.
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
         "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
     }
@@ -89,12 +104,74 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
     from megatron.core import tensor_parallel
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))  # a list after a round trip through JSON-like data
+    npy = state["numpy"]
+    if isinstance(npy, dict):
+        keys = npy["keys"].numpy().astype(np.uint32)
+        np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["gauss"]))
+    else:  # a checkpoint written before the state was stored as plain data
+        np.random.set_state(npy)
     torch.set_rng_state(state["torch"])
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
     if "cuda" in state and compat.cuda_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of one file, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    # Cost: sha256 runs at ~1 GB/s per core, so a save or load of a small model (a few MB to a few
+    # hundred MB) pays well under a second; a multi-GB checkpoint pays seconds per save, which is
+    # small next to writing it. The check catches what nothing else would: weights that load fine
+    # but are wrong.
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _advice(ckpt_dir: Path) -> str:
+    older = [p for p in list_checkpoints(ckpt_dir.parent.parent) if p.name < ckpt_dir.name]
+    if older:
+        return (
+            f"resume from the previous checkpoint {older[-1].name} (move {ckpt_dir.name} out of "
+            f"{ckpt_dir.parent} first) or retrain"
+        )
+    return f"retrain (move {ckpt_dir} aside first); no earlier checkpoint of this run is complete"
+
+
+def verify_files(ckpt_dir: str | os.PathLike, meta: dict[str, Any], names: list[str]) -> None:
+    """Check files of a checkpoint against the sha256 sums in its meta.json; a mismatch is a :class:`CheckpointError`.
+
+    Checkpoints written before checksums existed (no ``sha256`` in meta) are not checked.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    sums = meta.get("sha256")
+    if sums is None:
+        return
+    for name in names:
+        path = ckpt_dir / name
+        if name not in sums:
+            raise CheckpointError(f"{path}: not in the checkpoint's list of files; {_advice(ckpt_dir)}")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; {_advice(ckpt_dir)}")
+        if file_sha256(path) != sums[name]:
+            raise CheckpointError(
+                f"{path}: damaged (its sha256 differs from the one saved in meta.json); {_advice(ckpt_dir)}"
+            )
+
+
+def _load(ckpt_dir: Path, meta: dict[str, Any], name: str, **kwargs) -> Any:
+    """``torch.load`` of one checked checkpoint file, plain data only; failures name the file."""
+    verify_files(ckpt_dir, meta, [name])
+    path = ckpt_dir / name
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file; the user needs one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {first[:200]}); {_advice(ckpt_dir)}") from None
 
 
 def _model_state(model) -> dict[str, torch.Tensor]:
@@ -142,6 +219,7 @@ def save_checkpoint(
         )
         _barrier()
         if rank == 0:
+            sums = _checksums(tmp)  # every rank's files are in place after the barrier
             world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
             meta = {
                 "phase": phase,
@@ -155,6 +233,7 @@ def save_checkpoint(
                 "tp": model_config.tp,
                 "pp": model_config.pp,
                 **(extra or {}),
+                "sha256": sums,
             }
             atomic_write_json(tmp / META, meta)
     if rank == 0 and keep_last:
@@ -229,7 +308,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{weights}: missing; the checkpoint was written with tp={meta.get('tp')} pp={meta.get('pp')}"
         )
-    state = torch.load(weights, map_location=compat.device(), weights_only=True)
+    state = _load(ckpt_dir, meta, weights.name, map_location=compat.device())
     target = unwrap(model)
     missing, unexpected = target.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
@@ -238,17 +317,18 @@ def load_checkpoint(
             f"{weights}: does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     if optimizer is not None:
-        path = ckpt_dir / f"optim_tp{tp}_pp{pp}.pt"
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing optimizer state")
+        name = f"optim_tp{tp}_pp{pp}.pt"
+        if not (ckpt_dir / name).is_file():
+            raise CheckpointError(f"{ckpt_dir / name}: missing optimizer state")
+        optim_state = _load(ckpt_dir, meta, name, map_location=compat.device())
         with compat.cuda_as_cpu():
-            optimizer.load_state_dict(torch.load(path, map_location=compat.device(), weights_only=False))
+            optimizer.load_state_dict(optim_state)
     if scheduler is not None and (ckpt_dir / "scheduler.pt").is_file():
-        scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=False))
+        scheduler.load_state_dict(_load(ckpt_dir, meta, "scheduler.pt"))
     if load_rng:
-        path = ckpt_dir / f"rng_rank{rank}.pt"
-        if path.is_file():
-            set_rng_state(torch.load(path, weights_only=False))
+        name = f"rng_rank{rank}.pt"
+        if (ckpt_dir / name).is_file():
+            set_rng_state(_load(ckpt_dir, meta, name))
     return meta
 
 
@@ -261,6 +341,8 @@ def load_model(ckpt_dir: str | os.PathLike, *, seed: int | None = None):
     from frontload.train.runtime import init_distributed
 
     meta = read_meta(ckpt_dir)
+    # Eval and export also read the tokenizer copy: check it with the weights.
+    verify_files(ckpt_dir, meta, [n for n in meta.get("sha256", {}) if n.startswith("tokenizer/")])
     cfg = model_config_from_dict(meta["model"], where=f"{Path(ckpt_dir) / META}: model")
     init_distributed(tp=cfg.tp, pp=cfg.pp, seed=seed)
     model = cfg.build()

@@ -13,6 +13,9 @@ embeddings ``lm_head.weight`` is left out and ``tie_word_embeddings`` is set.
 Invariants: :func:`hf_state_dict` does no I/O and never changes the model (RL pushes its output into
 a running vLLM); :func:`export_hf` writes into a temporary folder renamed onto ``out_dir`` only when
 complete; the exported model's logits equal the Megatron model's within float rounding (tested).
+An existing non-empty ``out_dir`` is replaced only with ``overwrite`` and only when it carries the
+export's own marker (``frontload_export.json``); a folder that holds, or lies inside, the checkpoint
+or tokenizer being read is never an output.
 """
 
 from __future__ import annotations
@@ -23,15 +26,16 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from frontload.core.atomic import atomic_folder
 from frontload.core.chat import END
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write_json
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+MARKER = "frontload_export.json"  # written last into every export; only a folder holding it may be replaced
 
 
 def hf_state_dict(model, config) -> dict[str, Any]:
@@ -144,20 +148,54 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
         raise FrontloadError(f"{src}: checkpoint has no tokenizer.json or tokenizer.model to export")
 
 
+def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool, sources: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse an output folder that would destroy something: a source being read, or a folder that is no export.
+
+    ``out_dir`` may not be, contain or lie inside any of ``sources`` (the checkpoint, the tokenizer). An
+    existing non-empty ``out_dir`` needs ``overwrite`` and the export marker; the message says which is missing.
+    """
+    out = Path(out_dir)
+    real = out.resolve()
+    for src in sources:
+        s = Path(src).resolve()
+        if real == s or real.is_relative_to(s) or s.is_relative_to(real):
+            raise FrontloadError(
+                f"{out}: is or overlaps the checkpoint being exported ({src}); choose an output folder outside it"
+            )
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise FrontloadError(
+                f"{out}: exists, is not empty and is not a previous export (no {MARKER}); "
+                "choose another output folder (--overwrite replaces only a previous export)"
+            )
+        if not overwrite:
+            raise FrontloadError(f"{out}: holds a previous export; pass --overwrite to replace it")
+    return out
+
+
 def export_model(
-    model, config, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, meta: dict[str, Any] | None = None
+    model,
+    config,
+    tokenizer_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    meta: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``model`` (a frontload GPTModel) and its tokenizer as a Hugging Face Llama folder."""
+    """Write ``model`` (a frontload GPTModel) and its tokenizer as a Hugging Face Llama folder.
+
+    ``overwrite`` allows replacing a previous export (a folder carrying :data:`MARKER`), nothing else.
+    """
     from safetensors.torch import save_file
 
     from frontload.corpus.tokenizer import load_tokenizer
 
-    tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
+    tokenizer_dir = Path(tokenizer_dir)
+    out_dir = check_out_dir(out_dir, overwrite=overwrite, sources=(tokenizer_dir,))
     tokenizer = load_tokenizer(tokenizer_dir)
     state = {k: v.cpu() for k, v in hf_state_dict(model, config).items()}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    # The check above said why a folder may go; the helper re-checks the marker at the last moment.
+    with atomic_folder(out_dir, replace=lambda p: overwrite and (p / MARKER).is_file(), what="model export") as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         atomic_write_json(tmp / "config.json", hf_config(config, tokenizer))
         atomic_write_json(
@@ -165,23 +203,21 @@ def export_model(
             {"eos_token_id": _stop_ids(tokenizer), "pad_token_id": int(tokenizer.pad_id), "do_sample": False},
         )
         _copy_tokenizer(tokenizer_dir, tmp)
-        atomic_write_json(
-            tmp / "frontload_export.json", {"tokenizer_fingerprint": tokenizer.fingerprint, **(meta or {})}
-        )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_json(tmp / MARKER, {"tokenizer_fingerprint": tokenizer.fingerprint, **(meta or {})})
     return out_dir
 
 
-def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Export checkpoint ``ckpt_dir`` to ``out_dir`` (config.json, model.safetensors, tokenizer files)."""
+def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Export checkpoint ``ckpt_dir`` to ``out_dir`` (config.json, model.safetensors, tokenizer files).
+
+    ``out_dir`` must be new, empty, or (with ``overwrite``) a previous export; never the checkpoint itself.
+    """
     from frontload.core.config import as_dict
     from frontload.train.checkpoint import load_model
 
     ckpt_dir = Path(ckpt_dir)
+    # Checked before the model is loaded, so a refused folder costs nothing.
+    check_out_dir(out_dir, overwrite=overwrite, sources=(ckpt_dir,))
     model, config, meta = load_model(ckpt_dir)
     return export_model(
         model,
@@ -189,11 +225,12 @@ def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         ckpt_dir / "tokenizer",
         out_dir,
         {"checkpoint": str(ckpt_dir), "phase": meta.get("phase"), "step": meta.get("step"), "model": as_dict(config)},
+        overwrite=overwrite,
     )
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    out = export_hf(args.checkpoint, args.out)
+    out = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
     print(json.dumps({"exported": str(out), "files": sorted(p.name for p in out.iterdir())}))
     return 0
 
@@ -202,5 +239,8 @@ def add_commands(subparsers) -> None:
     """Register ``frontload export CKPT -o DIR``."""
     p = subparsers.add_parser("export", help="export a checkpoint to Hugging Face Llama format (transformers, vLLM)")
     p.add_argument("checkpoint", help="checkpoint folder (has meta.json)")
-    p.add_argument("-o", "--out", required=True, help="output folder; replaced when it exists")
+    p.add_argument("-o", "--out", required=True, help="output folder: new, empty, or a previous export (--overwrite)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT when it holds a previous export (nothing else)"
+    )
     p.set_defaults(func=_run_export)

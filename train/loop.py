@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from frontload.core.config import ConfigError
+from frontload.core.config import ConfigError, Name
 from frontload.core.errors import FrontloadError
 from frontload.core.events import RunFolder
 from frontload.train import compat
@@ -304,7 +304,7 @@ class PhaseConfig:
     """What pretraining and SFT share: where to write, which data, batch sizes, schedule, checkpointing."""
 
     run_dir: str  # run folder: config.json, events/, checkpoints/, mix_plan.json, cache/
-    shards: dict[str, str] = field(default_factory=dict)  # shard set name -> shard set folder
+    shards: dict[Name, str] = field(default_factory=dict)  # shard set name -> shard set folder
     mix: Any = None  # a MixSchedule (frontload.corpus.mix) whose stages for this phase are trained on
     plan: str | None = None  # a mix plan JSON (instead of mix): trains the plan's stages for this phase
     tokenizer: str | None = None  # tokenizer dir; copied into every checkpoint

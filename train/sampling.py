@@ -399,7 +399,7 @@ class VLLMSampler:
         self.tokenizer = tokenizer
         self.tokenizer_dir = Path(tokenizer_dir)
         self.export_dir = Path(work_dir) / "vllm_policy"
-        export_model(model, model_config, tokenizer_dir, self.export_dir)
+        export_model(model, model_config, tokenizer_dir, self.export_dir, overwrite=True)
         self.stop_ids = sorted({int(tokenizer.eod_id), int(tokenizer.token_id(END))})
         self.in_place = True  # False once the in-place update failed and disk reloads are used
         self.llm = LLM(
@@ -429,7 +429,7 @@ class VLLMSampler:
                 warnings.warn(f"vLLM in-place weight update failed ({e!r}); reloading from disk", stacklevel=2)
                 self.in_place = False
         if not self.in_place:
-            export_model(model, self.model_config, self.tokenizer_dir, self.export_dir)
+            export_model(model, self.model_config, self.tokenizer_dir, self.export_dir, overwrite=True)
             self.llm.collective_rpc(
                 "reload_weights", kwargs={"weights_path": str(self.export_dir), "is_checkpoint_format": True}
             )

@@ -4,15 +4,22 @@ Every config in frontload is a ``@dataclass(kw_only=True)`` that checks itself i
 ``__post_init__`` by raising :class:`ConfigError` with the field name; :func:`from_mapping` builds
 one from a plain mapping (a TOML table), rejects unknown keys, coerces and checks types, and
 prefixes every error with where the table came from (``study.toml: [model].hidden``).
+
+Names (arms, corpora, tasks, shard sets, the study) become folder names, table keys and words in
+generated job scripts, so they follow one pattern, :data:`NAME_PATTERN`; a field typed :data:`Name`
+(or a ``dict[Name, ...]`` key) is checked by :func:`check_name` during coercion. Numbers must be
+finite: ``nan`` and ``inf`` are refused wherever a number is expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, NewType, TypeVar, Union
 
 from frontload.core.errors import FrontloadError
 
@@ -28,26 +35,73 @@ class ConfigError(FrontloadError):
         super().__init__(f"{key}: {message}")
 
 
+# A letter or digit, then letters, digits and ``_ . @ = -`` (room for sweep names like
+# ``front_loaded@share=0.10``). No ``/``, no leading dot (so no ``..``), no space, quote or newline:
+# a name is safe as one path component and as one shell word.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@=-]*"
+NAME_MAX_LENGTH = 100
+_NAME = re.compile(NAME_PATTERN)
+Name = NewType("Name", str)  # a str that must match NAME_PATTERN
+
+
+def check_name(value: Any, key: str) -> str:
+    """``value`` if it is a legal name; otherwise a :class:`ConfigError` naming ``key`` and the pattern."""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a name (string), got {value!r}")
+    if not _NAME.fullmatch(value) or len(value) > NAME_MAX_LENGTH:
+        raise ConfigError(
+            key,
+            f"{value!r} is not a valid name: use letters, digits and _ . @ = - (starting with a letter or digit, "
+            f"at most {NAME_MAX_LENGTH} characters)",
+        )
+    return value
+
+
 def _type_name(tp: Any) -> str:
+    if tp is Name:
+        return "name"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_finite(value: Any, key: str) -> Any:
+    # nan/inf pass every comparison test silently (nan > 0 is False, so is nan <= 0) and surface far
+    # from the file as a crash or a garbage plan; refuse them wherever a number may sit.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+    return value
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if tp is Any:
-        return value
+        return _check_finite(value, key)
+    if tp is Name:
+        return check_name(value, key)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        candidates = [a for a in args if a is not type(None)]
+        if len(candidates) == 1:
+            # ``X | None``: X's own error names the nested key at fault (``sft.blend.hq``), keep it.
+            return _coerce(value, candidates[0], key)
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in candidates:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as e:
-                errors.append(e.message)
+                errors.append(e)
+        deep = [e for e in errors if e.key != key]
+        if len(deep) == 1:  # only one type got past the top level: its error is the useful one
+            raise deep[0]
         raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         if value not in args:
@@ -62,7 +116,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"expected a table, got {value!r}")
-        vt = args[1] if len(args) == 2 else Any
+        kt, vt = args if len(args) == 2 else (Any, Any)
+        if kt is Name:
+            for k in value:
+                check_name(k, f"{key}.{k}")
         return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -90,7 +147,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
         return value
-    return value
+    return _check_finite(value, key)
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:

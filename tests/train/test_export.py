@@ -48,8 +48,8 @@ def test_export_command_writes_a_complete_folder(tiny_tokenizer, tmp_path_factor
     gen = json.loads((tmp_path / "hf/generation_config.json").read_text())
     assert gen["eos_token_id"] == [tiny_tokenizer.token_id("<|end|>"), tiny_tokenizer.eod_id]
     assert json.loads((tmp_path / "hf/frontload_export.json").read_text())["phase"] == "sft"
-    # Exporting again replaces the folder; a missing checkpoint is a one-line error.
-    export_hf(ckpt, tmp_path / "hf")
+    # Exporting again replaces a previous export when asked; a missing checkpoint is a one-line error.
+    export_hf(ckpt, tmp_path / "hf", overwrite=True)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert main(["export", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")]) == 2
 
