@@ -47,8 +47,8 @@ from frontload.core.chat import END
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint, sha256_file
-from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
-from frontload.corpus.readers import RecordSpec, make_reader
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest
+from frontload.corpus.readers import RecordSpec, input_fingerprint, make_reader
 from frontload.corpus.tokenizer import Tokenizer, load_tokenizer
 
 UINT16_VOCAB_LIMIT = 65536
@@ -201,23 +201,6 @@ class MegatronShardWriter(MegatronDocumentTokenizer):
 
 
 # -- the whole shard set -----------------------------------------------------------------------
-def input_fingerprint(inputs: Sequence[str | os.PathLike]) -> str:
-    """Content hash of the inputs: a corpus folder's manifest fingerprint, else every file's sha256."""
-    parts = []
-    for raw in inputs:
-        base, _, split = str(raw).partition("::")
-        p = Path(base)
-        if p.is_dir() and (p / MANIFEST_NAME).exists():
-            try:
-                parts.append(["manifest", Manifest.read(p).fingerprint, split])
-                continue
-            except ManifestError:
-                pass
-        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        parts.append([[f.name if f == p else str(f.relative_to(p)), sha256_file(f)] for f in files] + [split])
-    return fingerprint(parts)
-
-
 def shard_prefixes(out_dir: Path, tasks: int) -> tuple[list[str], list[str]]:
     """Token and mask prefixes present in a finished shard set, in rank order."""
     tokens = [f"{r:05d}" for r in range(tasks) if (out_dir / f"{r:05d}.idx").exists()]

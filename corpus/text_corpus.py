@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datatrove.pipeline.writers import JsonlWriter
 
-from frontload.core.fingerprint import fingerprint, sha256_file
+from frontload.core.fingerprint import fingerprint
 from frontload.core.manifest import Account, Manifest
 
 
@@ -21,7 +21,7 @@ def write_text_corpus(
     out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], text_field: str = "text"
 ) -> Manifest:
     """Copy the documents of ``inputs`` into a corpus folder, dropping (and counting) bad records."""
-    from frontload.corpus.readers import RecordSpec, read_documents
+    from frontload.corpus.readers import RecordSpec, input_fingerprint, read_documents
     from frontload.corpus.shards import count_rejects
 
     out_dir = Path(out_dir)
@@ -32,12 +32,9 @@ def write_text_corpus(
             writer.write(doc)
             kept += 1
     dropped = count_rejects(rejects) if rejects.exists() else {}
-    files = sorted(
-        p for i in inputs for p in ([Path(i)] if Path(i).is_file() else sorted(Path(i).rglob("*"))) if p.is_file()
-    )
     manifest = Manifest(
         kind="corpus",
-        fingerprint=fingerprint("text_corpus", text_field, [sha256_file(p) for p in files]),
+        fingerprint=fingerprint("text_corpus", text_field, input_fingerprint(inputs)),
         config={"source": {"kind": "files", "paths": [str(i) for i in inputs], "text_field": text_field}},
         counts={"documents": kept},
         account=Account(inputs=kept + sum(dropped.values()), kept=kept, dropped=dropped),

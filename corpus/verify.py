@@ -174,10 +174,9 @@ def _count_records(files: list[Path]) -> int:
 
 
 def _data_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    suffixes = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+    from frontload.corpus.readers import folder_files
+
+    return folder_files(folder)
 
 
 def _verify_account(folder: Path, m: Manifest, kept: int | None) -> list[str]:

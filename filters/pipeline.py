@@ -43,6 +43,7 @@ from frontload.filters.verify import MODES
 DEFAULT_RULE = 'verify_v1 == "correct" and format_v1 == "ok" and not truncated_v1 and nonprintable_v1 == 0'
 DEDUP_METHODS = ("exact", "minhash")
 DEDUP_TARGETS = ("problem", "trace")
+READ_STEP = "read"  # rejects/read/: input lines that are not records (bad UTF-8, bad JSON, no text, ...)
 
 
 @dataclass(kw_only=True)
@@ -115,11 +116,12 @@ class RejectWriter(JsonlWriter):
 
 
 def _input_files(folder: Path) -> list[Path]:
+    from frontload.corpus.readers import input_files
+
     data = folder / "data"
-    files = sorted(p for p in data.rglob("*") if p.is_file() and ".jsonl" in p.name) if data.is_dir() else []
-    if not files:
-        raise FrontloadError(f"{data}: no JSONL records to filter (expected a traces/corpus folder with data/)")
-    return files
+    if not data.is_dir():
+        raise FrontloadError(f"{data}: no such folder (expected a traces or corpus folder with data/)")
+    return input_files(data)  # the readers' one rule: the files the score step reads
 
 
 def _count_lines(folder: Path) -> int:
@@ -138,8 +140,10 @@ def _reject_counts(rejects: Path) -> Counter[str]:
                 if not line.strip():
                     continue
                 try:
-                    counts[json.loads(line)["metadata"]["filter_reason"]] += 1
-                except (json.JSONDecodeError, KeyError) as e:
+                    d = json.loads(line)
+                    # Records the reader could not read are {file, line, reason, ...}; filter drops are documents.
+                    counts[d["reason"] if p.parent.name == READ_STEP else d["metadata"]["filter_reason"]] += 1
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise ManifestError(f"{p}:{lineno}: reject without a readable filter_reason ({e})") from None
     return counts
 
@@ -160,15 +164,20 @@ class FilterRun:
         self.work = out_dir / "work" / self.fingerprint
 
     def _input_fingerprint(self) -> str:
+        from frontload.corpus.readers import input_fingerprint
+
         try:
             return Manifest.read(self.in_dir).fingerprint
         except ManifestError:
-            return fingerprint([sha256_file(p) for p in self.files])
+            return input_fingerprint([self.in_dir / "data"])
 
     # ------------------------------------------------------------------------------------------
     def _exec(self, name: str, pipeline: list, tasks: int) -> dict[str, Any] | None:
         from datatrove.executor import LocalPipelineExecutor
 
+        from frontload.corpus.executors import quiet_user_errors
+
+        quiet_user_errors()
         logs = self.work / "logs" / name
         LocalPipelineExecutor(
             pipeline=pipeline, tasks=tasks, workers=min(self.workers, tasks), logging_dir=str(logs)
@@ -183,11 +192,21 @@ class FilterRun:
         return json.loads(sum(parts, start=PipelineStats()).to_json()) if parts else None
 
     def _reader(self, folder: Path | str, progress: bool = False):
+        """datatrove's reader of this run's own intermediate folders (written by datatrove's writer)."""
         from datatrove.pipeline.readers import JsonlReader
 
         if not any(Path(folder).rglob("*.jsonl*")):
             return []  # every record was dropped upstream: datatrove takes a list as the (empty) data
-        return JsonlReader(str(folder), glob_pattern="*.jsonl*", recursive=True, doc_progress=progress)
+        # No file_path in metadata: it would carry the workspace's absolute path into the corpus.
+        return JsonlReader(
+            str(folder), glob_pattern="*.jsonl*", recursive=True, doc_progress=progress, add_file_path=False
+        )
+
+    def _input_reader(self):
+        """The checked reader of the input: every line a record or a counted reject in rejects/read/."""
+        from frontload.corpus.readers import RecordSpec, make_reader
+
+        return make_reader([self.in_dir / "data"], RecordSpec(), rejects_dir=self.out_dir / "rejects" / READ_STEP)
 
     def _writer(self, folder: Path | str):
         return JsonlWriter(str(folder), output_filename="${rank}.jsonl", compression=None)
@@ -261,7 +280,7 @@ class FilterRun:
 
         # 1. score
         scorers = [
-            self._reader(self.in_dir / "data", progress=True),
+            self._input_reader(),
             RowTagger(),
             VerifyScorer(mode=cfg.verify_mode, workers=cfg.verify_workers),
             QualityScorer(tokenizer=cfg.tokenizer),
@@ -334,6 +353,8 @@ class FilterRun:
             for entry in data or []:
                 _log_step(run, step, entry)
         account = Account(inputs=_count_lines(self.work / "scored"), kept=_count_lines(self.out_dir / "data"))
+        unreadable = _reject_counts(self.out_dir / "rejects" / READ_STEP)
+        account.inputs += sum(unreadable.values())  # lines of the input that never became records
         for reason, n in sorted(_reject_counts(self.out_dir / "rejects").items()):
             account.drop(reason, n)
         if not account.balanced:
