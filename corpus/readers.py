@@ -79,14 +79,25 @@ class Reject(Exception):
 _MISSING = object()
 
 
-def get_field(record: dict[str, Any], dotted: str) -> Any:
-    """Value at a dotted path (``metadata.prompt``), or a sentinel when absent."""
+def _at(record: dict[str, Any], dotted: str) -> Any:
     cur: Any = record
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:
             return _MISSING
         cur = cur[part]
     return cur
+
+
+def get_field(record: dict[str, Any], dotted: str) -> Any:
+    """Value at a dotted path (``metadata.prompt``), or a sentinel when absent.
+
+    A record's top-level keys become its metadata, so ``metadata.prompt`` also finds a top-level
+    ``prompt`` (a plain ``{"prompt", "response"}`` SFT file needs no field options).
+    """
+    value = _at(record, dotted)
+    if value is _MISSING and dotted.startswith("metadata."):
+        value = _at(record, dotted.removeprefix("metadata."))
+    return value
 
 
 def render_messages(messages: Any) -> tuple[str, str]:
@@ -335,7 +346,7 @@ class RecordChecker:
             response = get_field(record, spec.response_field)
             if prompt is _MISSING and response is _MISSING and get_field(record, spec.messages_field) is not _MISSING:
                 prompt, response = render_messages(get_field(record, spec.messages_field))
-            hint = f" (nor {spec.messages_field!r})"
+            hint = f" (nor {spec.messages_field!r}; keys: {sorted(record)[:10]})"
             prompt = _string(prompt, spec.prompt_field, hint)
             response = _string(response, spec.response_field, hint)
             if not response.strip():

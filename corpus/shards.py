@@ -47,7 +47,7 @@ from frontload.core.chat import END
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint, sha256_file
-from frontload.core.manifest import MANIFEST_NAME, Account, Manifest
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, require_records
 from frontload.corpus.readers import RecordSpec, input_fingerprint, make_reader
 from frontload.corpus.tokenizer import Tokenizer, load_tokenizer
 
@@ -252,13 +252,15 @@ def build_shards(
     batch_size: int = 1000,
     on_error: str = "drop",
     overwrite: bool = False,
+    allow_empty: bool = False,
     progress: bool = False,
     executor: str = "local",
 ) -> Manifest:
     """Tokenize ``inputs`` into a Megatron shard set at ``out_dir`` and return its manifest.
 
     Reuses a finished set with the same fingerprint; resumes an unfinished one; refuses to replace
-    a finished set made from other inputs unless ``overwrite``.
+    a finished set made from other inputs unless ``overwrite``. A set that keeps no document is an
+    error carrying the drop account (no manifest is written) unless ``allow_empty``.
     """
     from frontload.core.events import RunFolder
     from frontload.corpus.executors import run_pipeline
@@ -314,6 +316,7 @@ def build_shards(
         raise FrontloadError(f"{out}: tasks {missing} did not finish; see {out / 'logs' / 'logs'}; rerun to resume")
 
     manifest = _manifest_for(out, inputs, tok, cfg, in_fp, fp)
+    require_records(manifest.account, out, out / "rejects", allow_empty)
     with RunFolder(out, stage="shards", config=manifest.config) as run:
         acc = manifest.account
         run.log("stats", step_name="shards", inputs=acc.inputs, kept=acc.kept, dropped=acc.dropped)

@@ -14,13 +14,20 @@ from pathlib import Path
 from datatrove.pipeline.writers import JsonlWriter
 
 from frontload.core.fingerprint import fingerprint
-from frontload.core.manifest import Account, Manifest
+from frontload.core.manifest import Account, Manifest, require_records
 
 
 def write_text_corpus(
-    out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], text_field: str = "text"
+    out_dir: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    text_field: str = "text",
+    *,
+    allow_empty: bool = False,
 ) -> Manifest:
-    """Copy the documents of ``inputs`` into a corpus folder, dropping (and counting) bad records."""
+    """Copy the documents of ``inputs`` into a corpus folder, dropping (and counting) bad records.
+
+    A corpus that keeps no document is an error carrying the drop account, unless ``allow_empty``.
+    """
     from frontload.corpus.readers import RecordSpec, input_fingerprint, read_documents
     from frontload.corpus.shards import count_rejects
 
@@ -32,12 +39,14 @@ def write_text_corpus(
             writer.write(doc)
             kept += 1
     dropped = count_rejects(rejects) if rejects.exists() else {}
+    account = Account(inputs=kept + sum(dropped.values()), kept=kept, dropped=dropped)
+    require_records(account, out_dir, rejects, allow_empty)
     manifest = Manifest(
         kind="corpus",
         fingerprint=fingerprint("text_corpus", text_field, input_fingerprint(inputs)),
         config={"source": {"kind": "files", "paths": [str(i) for i in inputs], "text_field": text_field}},
         counts={"documents": kept},
-        account=Account(inputs=kept + sum(dropped.values()), kept=kept, dropped=dropped),
+        account=account,
     )
     manifest.write(out_dir)
     return manifest

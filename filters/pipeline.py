@@ -35,7 +35,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint, sha256_file
-from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError, require_records
 from frontload.filters.decontam import eval_set_name
 from frontload.filters.threshold import Rule, RuleError
 from frontload.filters.verify import MODES
@@ -95,9 +95,11 @@ class FilterConfig:
             if not eval_set_name(spec)[1].exists():
                 raise ConfigError(f"decontaminate[{i}]", f"eval set file not found: {eval_set_name(spec)[1]}")
 
-    def build(self, in_dir: str | Path, out_dir: str | Path, *, tasks: int = 1, workers: int = 1) -> FilterRun:
+    def build(
+        self, in_dir: str | Path, out_dir: str | Path, *, tasks: int = 1, workers: int = 1, allow_empty: bool = False
+    ) -> FilterRun:
         """The runnable pipeline for one input folder."""
-        return FilterRun(Path(in_dir), Path(out_dir), self, tasks=tasks, workers=workers)
+        return FilterRun(Path(in_dir), Path(out_dir), self, tasks=tasks, workers=workers, allow_empty=allow_empty)
 
 
 class RejectWriter(JsonlWriter):
@@ -151,8 +153,18 @@ def _reject_counts(rejects: Path) -> Counter[str]:
 class FilterRun:
     """One filter run over ``in_dir`` into ``out_dir``; ``run()`` returns the written manifest."""
 
-    def __init__(self, in_dir: Path, out_dir: Path, config: FilterConfig, *, tasks: int = 1, workers: int = 1):
+    def __init__(
+        self,
+        in_dir: Path,
+        out_dir: Path,
+        config: FilterConfig,
+        *,
+        tasks: int = 1,
+        workers: int = 1,
+        allow_empty: bool = False,
+    ):
         self.in_dir, self.out_dir, self.config = in_dir, out_dir, config
+        self.allow_empty = allow_empty  # keep a corpus that kept nothing instead of failing
         self.tasks, self.workers = max(1, tasks), max(1, workers)
         self.files = _input_files(in_dir)
         self.fingerprint = fingerprint(
@@ -359,6 +371,7 @@ class FilterRun:
             account.drop(reason, n)
         if not account.balanced:
             raise ManifestError(f"{self.out_dir}: records unaccounted for: {account.to_dict()}")
+        require_records(account, self.out_dir, self.out_dir / "rejects", self.allow_empty)
         manifest = Manifest(
             kind="corpus",
             fingerprint=self.fingerprint,
@@ -396,7 +409,17 @@ def _log_step(run, stage: str, entry: dict[str, Any]) -> None:
 
 
 def run_filters(
-    in_dir: str | Path, out_dir: str | Path, config: FilterConfig | None = None, *, tasks: int = 1, workers: int = 1
+    in_dir: str | Path,
+    out_dir: str | Path,
+    config: FilterConfig | None = None,
+    *,
+    tasks: int = 1,
+    workers: int = 1,
+    allow_empty: bool = False,
 ) -> Manifest:
-    """Filter a traces folder into a corpus folder with rejects and a balanced drop account (restartable)."""
-    return (config or FilterConfig()).build(in_dir, out_dir, tasks=tasks, workers=workers).run()
+    """Filter a traces folder into a corpus folder with rejects and a balanced drop account (restartable).
+
+    A run that keeps no record is an error carrying the drop account, unless ``allow_empty``.
+    """
+    cfg = config or FilterConfig()
+    return cfg.build(in_dir, out_dir, tasks=tasks, workers=workers, allow_empty=allow_empty).run()
