@@ -65,6 +65,13 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         args.inputs, args.output, args.vocab_size, text_field=args.text_field, max_sentences=args.max_sentences
     )
     print(f"{tok.path}: {tok.vocab_size} pieces, fingerprint {tok.fingerprint}")
+    acc = tok.account
+    print(f"trained on {acc.kept} of {acc.inputs} records", end="")
+    if acc.dropped:
+        reasons = ", ".join(f"{r} ({n})" for r, n in acc.dropped.items())
+        print(f"; {sum(acc.dropped.values())} dropped: {reasons} — see {tok.path / 'rejects'}/")
+    else:
+        print()
     return 0
 
 

@@ -98,3 +98,19 @@ def test_damaged_parquet_and_gzip_are_one_error_naming_the_file(tmp_path, tiny_t
     rc = main(["corpus", "shards", str(gz), "-o", str(tmp_path / "s2"), "--tokenizer", str(tiny_tokenizer.path)])
     err = capfd.readouterr().err
     assert rc == 2 and f"{gz}: cannot read the file" in err and "Traceback" not in err
+
+
+def test_tokenizer_training_counts_and_reports_bad_records(tmp_path, capsys):
+    from pydoc_data.topics import topics
+
+    src = tmp_path / "docs.jsonl"
+    lines = [json.dumps({"text": topics[k]}) for k in sorted(topics)[:40]]
+    src.write_text("\n".join([*lines[:5], "{broken", json.dumps({"body": "no text"}), *lines[5:]]) + "\n")
+    out = tmp_path / "tok"
+    assert main(["corpus", "tokenizer", "train", str(src), "-o", str(out), "--vocab-size", "400"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on 40 of 42 records; 2 dropped: malformed_json (1), missing_field (1)" in printed
+    recorded = json.loads((out / "training.json").read_text())["account"]
+    assert recorded == {"in": 42, "kept": 40, "dropped": {"malformed_json": 1, "missing_field": 1}}
+    rejects = [json.loads(x) for x in (out / "rejects" / "00000.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejects] == [(6, "malformed_json"), (7, "missing_field")]
