@@ -228,6 +228,11 @@ def count_rejects(rejects_dir: Path) -> dict[str, int]:
     return dropped
 
 
+def _remove_temporaries(out: Path) -> None:
+    for f in [*out.glob(".*.tmp.*"), *(out / "rejects").glob(".*.tmp")]:
+        f.unlink(missing_ok=True)
+
+
 def _clear_outputs(out: Path) -> None:
     for f in out.iterdir():
         if f.is_file() and (f.suffix in (".bin", ".idx") or f.name.endswith(".tmp") or f.name == MANIFEST_NAME):
@@ -303,14 +308,20 @@ def build_shards(
         inputs, cfg.record_spec(), on_error=cfg.on_error, rejects_dir=out / "rejects", progress=progress
     )
     writer = MegatronShardWriter(str(out), tok, sft=cfg.sft, batch_size=cfg.batch_size, threads=threads)
-    run_pipeline(
-        [reader, writer],
-        kind=executor,
-        tasks=cfg.tasks,
-        workers=cfg.workers,
-        logging_dir=str(out / "logs"),
-        job_name=f"shards-{out.name}",
-    )
+    try:
+        run_pipeline(
+            [reader, writer],
+            kind=executor,
+            tasks=cfg.tasks,
+            workers=cfg.workers,
+            logging_dir=str(out / "logs"),
+            job_name=f"shards-{out.name}",
+        )
+    except BaseException:
+        # When one task fails, the pool terminates the others mid-write; their temporary files are
+        # of no use to a rerun (unfinished tasks start over), so none is left behind.
+        _remove_temporaries(out)
+        raise
     missing = [r for r in range(cfg.tasks) if not (out / "logs" / "completions" / f"{r:05d}").exists()]
     if missing:
         raise FrontloadError(f"{out}: tasks {missing} did not finish; see {out / 'logs' / 'logs'}; rerun to resume")

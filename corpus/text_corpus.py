@@ -47,6 +47,7 @@ def write_text_corpus(
         config={"source": {"kind": "files", "paths": [str(i) for i in inputs], "text_field": text_field}},
         counts={"documents": kept},
         account=account,
+        extra={"data": "data", "rejects": "rejects"},
     )
     manifest.write(out_dir)
     return manifest
