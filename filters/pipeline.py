@@ -150,6 +150,20 @@ def _reject_counts(rejects: Path) -> Counter[str]:
     return counts
 
 
+def _content_config(config: FilterConfig) -> dict[str, Any]:
+    """The config as the fingerprint sees it: eval sets and the tokenizer by content, never by path, so
+    the same study in another workspace (or a moved one) is recognised as the same run."""
+    d = as_dict(config)
+    d["decontaminate"] = sorted(
+        [name, sha256_file(path)] for name, path in (eval_set_name(s) for s in config.decontaminate)
+    )
+    if config.tokenizer is not None:
+        from frontload.corpus.tokenizer import load_tokenizer
+
+        d["tokenizer"] = load_tokenizer(config.tokenizer).fingerprint
+    return d
+
+
 class FilterRun:
     """One filter run over ``in_dir`` into ``out_dir``; ``run()`` returns the written manifest."""
 
@@ -167,12 +181,7 @@ class FilterRun:
         self.allow_empty = allow_empty  # keep a corpus that kept nothing instead of failing
         self.tasks, self.workers = max(1, tasks), max(1, workers)
         self.files = _input_files(in_dir)
-        self.fingerprint = fingerprint(
-            "filters/v1",
-            self._input_fingerprint(),
-            as_dict(config),
-            sorted(sha256_file(eval_set_name(s)[1]) for s in config.decontaminate),
-        )
+        self.fingerprint = fingerprint("filters/v1", self._input_fingerprint(), _content_config(config))
         self.work = out_dir / "work" / self.fingerprint
 
     def _input_fingerprint(self) -> str:
