@@ -37,12 +37,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     shards.add_argument("--text-field", default="text", help="dotted path of the text in each record")
     shards.add_argument("--sft", action="store_true", help="prompt/response records: also write loss masks")
-    shards.add_argument("--prompt-field", default="metadata.prompt", help="dotted path of the prompt (with --sft)")
-    shards.add_argument("--response-field", default="metadata.response", help="dotted path of the response (--sft)")
+    shards.add_argument(
+        "--prompt-field", default="metadata.prompt", help="dotted path of the prompt (--sft; also finds top-level)"
+    )
+    shards.add_argument(
+        "--response-field", default="metadata.response", help="dotted path of the response (--sft; also top-level)"
+    )
     shards.add_argument("--tasks", type=int, default=2, help="datatrove tasks, one shard each")
     shards.add_argument("--workers", type=int, default=2, help="tasks run at once (output does not depend on it)")
     shards.add_argument("--strict", action="store_true", help="stop at the first bad record instead of dropping it")
     shards.add_argument("--overwrite", action="store_true", help="replace a finished shard set made from other inputs")
+    shards.add_argument(
+        "--allow-empty", action="store_true", help="write the set even when every record was dropped (else an error)"
+    )
     shards.set_defaults(func=_shards)
 
     verify = csub.add_parser("verify", help="recheck a shard set or corpus folder against its manifest")
@@ -58,6 +65,13 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         args.inputs, args.output, args.vocab_size, text_field=args.text_field, max_sentences=args.max_sentences
     )
     print(f"{tok.path}: {tok.vocab_size} pieces, fingerprint {tok.fingerprint}")
+    acc = tok.account
+    print(f"trained on {acc.kept} of {acc.inputs} records", end="")
+    if acc.dropped:
+        reasons = ", ".join(f"{r} ({n})" for r, n in acc.dropped.items())
+        print(f"; {sum(acc.dropped.values())} dropped: {reasons} — see {tok.path / 'rejects'}/")
+    else:
+        print()
     return 0
 
 
@@ -76,6 +90,7 @@ def _shards(args: argparse.Namespace) -> int:
         workers=args.workers,
         on_error="raise" if args.strict else "drop",
         overwrite=args.overwrite,
+        allow_empty=args.allow_empty,
         progress=True,
     )
     acc = manifest.account.to_dict() if manifest.account else None

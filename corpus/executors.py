@@ -19,6 +19,23 @@ from frontload.core.errors import FrontloadError
 KINDS = ("local", "slurm", "ray")
 
 
+def _no_traceback_for_user_errors(record: dict[str, Any]) -> None:
+    exc = record["exception"]
+    if exc is not None and isinstance(exc.value, FrontloadError):
+        record["exception"] = None
+
+
+def quiet_user_errors() -> None:
+    """Log a FrontloadError raised inside a datatrove task as its one-line message, without a traceback.
+
+    datatrove logs every failing task with ``logger.exception``: for a bad input that names its file
+    and line, dozens of traceback lines would bury the message. Other exceptions are bugs and keep it.
+    """
+    from loguru import logger
+
+    logger.configure(patcher=_no_traceback_for_user_errors)
+
+
 def run_pipeline(
     pipeline: list[Any],
     *,
@@ -30,6 +47,7 @@ def run_pipeline(
     poll_s: float = 30.0,
 ) -> None:
     """Run ``pipeline`` as ``tasks`` datatrove tasks on an executor of ``kind`` and wait for it."""
+    quiet_user_errors()
     if kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 

@@ -17,11 +17,15 @@ Invariants:
   its metadata, as datatrove's own readers do.
 * SFT reading (``sft=True``) yields documents whose metadata holds ``prompt`` and ``response``
   (from the configured fields or from chat ``messages``) and whose text is ``prompt + response``.
+* One rule (:func:`input_files`) decides which files of a folder are read, and
+  :func:`input_fingerprint` hashes exactly those files: recursive, sorted by relative path, hidden
+  files and folders (``.name``) and backups (``*.bak``, ``*~``, ``*.tmp``) skipped, JSON Lines
+  (``.jsonl``, ``.ndjson``, ``.json`` when its first line is a JSON object, each also ``.gz``/``.zst``)
+  and Parquet read, mixed in one folder if need be. A folder with no such file is an error naming it.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -39,8 +43,10 @@ from frontload.core.chat import ASSISTANT, END, SYSTEM, USER
 from frontload.core.errors import FrontloadError
 from frontload.core.manifest import MANIFEST_NAME
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".ndjson.gz", ".json")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+COMPRESSED_SUFFIXES = ("", ".gz", ".zst")  # each JSON Lines suffix may carry one of these
 PARQUET_SUFFIXES = (".parquet",)
+BACKUP_SUFFIXES = (".bak", "~", ".tmp")  # editor and tool leftovers, never documents
 REJECT_RAW_CHARS = 500
 DROP_REASONS = ("malformed_json", "invalid_utf8", "not_an_object", "missing_field", "bad_type", "empty_text")
 
@@ -73,14 +79,25 @@ class Reject(Exception):
 _MISSING = object()
 
 
-def get_field(record: dict[str, Any], dotted: str) -> Any:
-    """Value at a dotted path (``metadata.prompt``), or a sentinel when absent."""
+def _at(record: dict[str, Any], dotted: str) -> Any:
     cur: Any = record
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:
             return _MISSING
         cur = cur[part]
     return cur
+
+
+def get_field(record: dict[str, Any], dotted: str) -> Any:
+    """Value at a dotted path (``metadata.prompt``), or a sentinel when absent.
+
+    A record's top-level keys become its metadata, so ``metadata.prompt`` also finds a top-level
+    ``prompt`` (a plain ``{"prompt", "response"}`` SFT file needs no field options).
+    """
+    value = _at(record, dotted)
+    if value is _MISSING and dotted.startswith("metadata."):
+        value = _at(record, dotted.removeprefix("metadata."))
+    return value
 
 
 def render_messages(messages: Any) -> tuple[str, str]:
@@ -115,6 +132,147 @@ def _string(value: Any, name: str, hint: str) -> str:
     if not isinstance(value, str):
         raise Reject("bad_type", f"field {name!r} is {type(value).__name__}, not a string")
     return value
+
+
+# -- which files are read: one rule for every reader and for the input fingerprint --------------------
+def _strip_compression(name: str) -> str:
+    for c in COMPRESSED_SUFFIXES[1:]:
+        if name.endswith(c):
+            return name[: -len(c)]
+    return name
+
+
+def file_format(path: Path) -> str | None:
+    """``"jsonl"``, ``"parquet"`` or None (not a document file) for one file name."""
+    name = path.name
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    base = _strip_compression(name)
+    if base.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if base.endswith(".json"):
+        return "jsonl" if _is_json_lines(path) else None
+    return None
+
+
+def _open_bytes(path: Path) -> Any:
+    if path.name.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rb")
+    if path.name.endswith(".zst"):
+        import zstandard
+
+        return zstandard.open(path, "rb")
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def _is_json_lines(path: Path) -> bool:
+    # A ``.json`` file is JSON Lines when its first non-blank line is a whole JSON object; a pretty
+    # printed document (a config, a dataset_info.json) is not, and is left alone.
+    import orjson
+
+    try:
+        with _open_bytes(path) as f:
+            for line in f:
+                if line.strip():
+                    return isinstance(orjson.loads(line), dict)
+    except (OSError, orjson.JSONDecodeError, EOFError):
+        return False
+    return False
+
+
+def _skipped(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts) or rel.name.endswith(BACKUP_SUFFIXES)
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """A folder written by ``datasets.save_to_disk``."""
+    return (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+
+
+def document_folder(path: Path) -> Path:
+    """The folder whose files are read: a corpus folder's ``data/`` (never its ``rejects/``), else ``path``."""
+    if (path / MANIFEST_NAME).exists() and (path / "data").is_dir():
+        return path / "data"
+    return path
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The document files of one folder by the rule (none when the folder is absent)."""
+    if not folder.is_dir():
+        return []
+    return [
+        p
+        for p in sorted(folder.rglob("*"), key=lambda q: q.relative_to(folder).as_posix())
+        if p.is_file() and not _skipped(p.relative_to(folder)) and file_format(p) is not None
+    ]
+
+
+def input_files(path: str | os.PathLike) -> list[Path]:
+    """The files read from one input (a file, a folder, a corpus folder), in reading order.
+
+    The rule of the module docstring; a folder that yields no file is a FrontloadError naming it,
+    and so is a named file that is not JSON Lines or Parquet.
+    """
+    path = Path(str(path).split("::", 1)[0])
+    if not path.exists():
+        raise FrontloadError(f"{path}: no such input file or folder")
+    if path.is_file():
+        if file_format(path) is None:
+            raise FrontloadError(
+                f"{path}: not a document file (read: .jsonl, .ndjson, .json holding JSON Lines, "
+                "each optionally .gz/.zst, and .parquet)"
+            )
+        return [path]
+    if is_saved_dataset(path):
+        return sorted(p for p in path.rglob("*") if p.is_file() and not _skipped(p.relative_to(path)))
+    folder = document_folder(path)
+    files = folder_files(folder)
+    if not files:
+        raise FrontloadError(
+            f"{folder}: no readable document files (read: .jsonl, .ndjson, .json holding JSON Lines, each "
+            "optionally .gz/.zst, and .parquet; hidden files and *.bak, *~, *.tmp are skipped)"
+        )
+    return files
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's decompressed bytes: gzip and zstd headers carry times that are not content."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with _open_bytes(Path(path)) as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    except (OSError, EOFError, ValueError) as e:  # gzip and zstd report damage as these
+        raise ReadError(f"{path}: cannot read the file (damaged or truncated?): {type(e).__name__}: {e}") from None
+    return h.hexdigest()
+
+
+def input_fingerprint(inputs: Sequence[str | os.PathLike]) -> str:
+    """Content hash of exactly the files :func:`input_files` reads, by name relative to each input.
+
+    A frontload corpus folder stands for its ``data/`` by its manifest's fingerprint (made from the
+    content and config that built it), which is also what analysis joins shard sets to corpora on.
+    """
+    from frontload.core.fingerprint import fingerprint
+    from frontload.core.manifest import Manifest, ManifestError
+
+    parts = []
+    for raw in inputs:
+        base, _, split = str(raw).partition("::")
+        p = Path(base)
+        if p.is_dir() and document_folder(p) != p:
+            try:
+                parts.append(["manifest", Manifest.read(p).fingerprint, split])
+                continue
+            except ManifestError:
+                pass
+        root = p.parent if p.is_file() else (p if is_saved_dataset(p) else document_folder(p))
+        parts.append([[f.relative_to(root).as_posix(), content_sha256(f)] for f in input_files(p)] + [split])
+    return fingerprint(parts)
 
 
 class RecordChecker:
@@ -188,7 +346,7 @@ class RecordChecker:
             response = get_field(record, spec.response_field)
             if prompt is _MISSING and response is _MISSING and get_field(record, spec.messages_field) is not _MISSING:
                 prompt, response = render_messages(get_field(record, spec.messages_field))
-            hint = f" (nor {spec.messages_field!r})"
+            hint = f" (nor {spec.messages_field!r}; keys: {sorted(record)[:10]})"
             prompt = _string(prompt, spec.prompt_field, hint)
             response = _string(response, spec.response_field, hint)
             if not response.strip():
@@ -219,9 +377,18 @@ class CheckedJsonlReader(JsonlReader):
         self.checker = checker
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
-        import orjson
 
         source = self.data_folder.resolve_paths(filepath)
+        try:
+            yield from self._read_lines(filepath, source)
+        except (OSError, EOFError) as e:  # a truncated or damaged gzip/zstd stream
+            raise ReadError(
+                f"{source}: cannot read the file (damaged or truncated?): {type(e).__name__}: {e}"
+            ) from None
+
+    def _read_lines(self, filepath: str, source: str) -> DocumentsPipeline:
+        import orjson
+
         with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
             for li, raw in enumerate(f, start=1):
                 if not raw.strip():
@@ -250,9 +417,17 @@ class CheckedParquetReader(ParquetReader):
         self.checker = checker
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
         source = self.data_folder.resolve_paths(filepath)
+        try:
+            yield from self._read_rows(filepath, source)
+        except (pa.ArrowException, OSError) as e:  # pyarrow's own errors, not a bad record
+            raise ReadError(f"{source}: not a readable Parquet file (damaged or truncated?): {e}") from None
+
+    def _read_rows(self, filepath: str, source: str) -> DocumentsPipeline:
+        import pyarrow.parquet as pq
+
         row = 0
         with self.data_folder.open(filepath, "rb") as f, pq.ParquetFile(f) as pqf:
             for batch in pqf.iter_batches(batch_size=self.batch_size):
@@ -316,43 +491,28 @@ class CorpusReader(PipelineStep):
         self.inputs = [str(p) for p in inputs]
         self.checker = checker
         self.progress = progress
-        self.readers = [self._reader_for(Path(p)) for p in self.inputs]
+        # (reader, file relative to the reader's folder) in reading order, and the saved datasets.
+        self.units: list[tuple[BaseDiskReader, str]] = []
+        self.datasets: list[SavedDatasetReader] = []
+        for p in self.inputs:
+            self._add_input(p)
 
-    def _reader_for(self, path: Path) -> PipelineStep:
-        split = None
-        if "::" in str(path):
-            base, split = str(path).split("::", 1)
-            path = Path(base)
-        if not path.exists():
-            raise FrontloadError(f"{path}: no such input file or folder")
+    def _add_input(self, raw: str) -> None:
+        base, sep, split = raw.partition("::")
+        path = Path(base)
+        files = input_files(path)
+        if path.is_dir() and is_saved_dataset(path):
+            self.datasets.append(SavedDatasetReader(str(path), self.checker, split=split if sep else None))
+            return
+        folder = path.parent if path.is_file() else document_folder(path)
         common = dict(doc_progress=False, file_progress=False)
-        if path.is_file():
-            name = path.name
-            # datatrove turns a plain name into "*name", which would also match "other_name"; a character
-            # class makes the pattern match this one file only.
-            exact = f"[{name[0]}]{glob.escape(name[1:])}" if name[0] not in "[]!" else glob.escape(name)
-            if name.endswith(PARQUET_SUFFIXES):
-                return CheckedParquetReader(
-                    str(path.parent), self.checker, glob_pattern=exact, recursive=False, **common
-                )
-            if name.endswith(JSONL_SUFFIXES):
-                return CheckedJsonlReader(
-                    str(path.parent), self.checker, glob_pattern=exact, recursive=False, **common
-                )
-            raise FrontloadError(
-                f"{path}: unknown input format (expected {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)})"
-            )
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            return SavedDatasetReader(str(path), self.checker, split=split)
-        manifest = path / MANIFEST_NAME
-        if manifest.exists() and (path / "data").is_dir():
-            path = path / "data"  # a corpus folder: its documents, never its rejects
-        files = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-        if any(p.name.endswith(JSONL_SUFFIXES) for p in files):
-            return CheckedJsonlReader(str(path), self.checker, glob_pattern="**/*.jsonl*", **common)
-        if any(p.name.endswith(PARQUET_SUFFIXES) for p in files):
-            return CheckedParquetReader(str(path), self.checker, glob_pattern="**/*.parquet", **common)
-        raise FrontloadError(f"{path}: no JSONL or Parquet files and not a saved dataset")
+        readers: dict[str, BaseDiskReader] = {}
+        for f in files:
+            fmt = file_format(f)
+            if fmt not in readers:
+                cls = CheckedParquetReader if fmt == "parquet" else CheckedJsonlReader
+                readers[fmt] = cls(str(folder), self.checker, **common)
+            self.units.append((readers[fmt], f.relative_to(folder).as_posix()))
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
@@ -370,17 +530,11 @@ class CorpusReader(PipelineStep):
 
     def _documents(self, rank: int, world_size: int) -> DocumentsPipeline:
         # Files of all inputs are dealt out together, so one-file inputs still spread over the tasks.
-        units = []
-        for reader in self.readers:
-            if isinstance(reader, BaseDiskReader):
-                files = reader.data_folder.list_files(recursive=reader.recursive, glob_pattern=reader.glob_pattern)
-                units += [(reader, f) for f in files]
-        mine = units[rank::world_size]
+        mine = self.units[rank::world_size]
         for reader, f in tqdm(mine, desc=f"task {rank}", unit="file", position=rank, disable=not self.progress):
             yield from reader.read_files_shard([f])
-        for reader in self.readers:
-            if isinstance(reader, SavedDatasetReader):
-                yield from reader.run(None, rank, world_size)  # split by contiguous row ranges
+        for reader in self.datasets:
+            yield from reader.run(None, rank, world_size)  # split by contiguous row ranges
 
 
 def make_reader(

@@ -47,8 +47,8 @@ from frontload.core.chat import END
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint, sha256_file
-from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
-from frontload.corpus.readers import RecordSpec, make_reader
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, require_records
+from frontload.corpus.readers import RecordSpec, input_fingerprint, make_reader
 from frontload.corpus.tokenizer import Tokenizer, load_tokenizer
 
 UINT16_VOCAB_LIMIT = 65536
@@ -201,23 +201,6 @@ class MegatronShardWriter(MegatronDocumentTokenizer):
 
 
 # -- the whole shard set -----------------------------------------------------------------------
-def input_fingerprint(inputs: Sequence[str | os.PathLike]) -> str:
-    """Content hash of the inputs: a corpus folder's manifest fingerprint, else every file's sha256."""
-    parts = []
-    for raw in inputs:
-        base, _, split = str(raw).partition("::")
-        p = Path(base)
-        if p.is_dir() and (p / MANIFEST_NAME).exists():
-            try:
-                parts.append(["manifest", Manifest.read(p).fingerprint, split])
-                continue
-            except ManifestError:
-                pass
-        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        parts.append([[f.name if f == p else str(f.relative_to(p)), sha256_file(f)] for f in files] + [split])
-    return fingerprint(parts)
-
-
 def shard_prefixes(out_dir: Path, tasks: int) -> tuple[list[str], list[str]]:
     """Token and mask prefixes present in a finished shard set, in rank order."""
     tokens = [f"{r:05d}" for r in range(tasks) if (out_dir / f"{r:05d}.idx").exists()]
@@ -245,6 +228,11 @@ def count_rejects(rejects_dir: Path) -> dict[str, int]:
     return dropped
 
 
+def _remove_temporaries(out: Path) -> None:
+    for f in [*out.glob(".*.tmp.*"), *(out / "rejects").glob(".*.tmp")]:
+        f.unlink(missing_ok=True)
+
+
 def _clear_outputs(out: Path) -> None:
     for f in out.iterdir():
         if f.is_file() and (f.suffix in (".bin", ".idx") or f.name.endswith(".tmp") or f.name == MANIFEST_NAME):
@@ -269,13 +257,15 @@ def build_shards(
     batch_size: int = 1000,
     on_error: str = "drop",
     overwrite: bool = False,
+    allow_empty: bool = False,
     progress: bool = False,
     executor: str = "local",
 ) -> Manifest:
     """Tokenize ``inputs`` into a Megatron shard set at ``out_dir`` and return its manifest.
 
     Reuses a finished set with the same fingerprint; resumes an unfinished one; refuses to replace
-    a finished set made from other inputs unless ``overwrite``.
+    a finished set made from other inputs unless ``overwrite``. A set that keeps no document is an
+    error carrying the drop account (no manifest is written) unless ``allow_empty``.
     """
     from frontload.core.events import RunFolder
     from frontload.corpus.executors import run_pipeline
@@ -318,19 +308,26 @@ def build_shards(
         inputs, cfg.record_spec(), on_error=cfg.on_error, rejects_dir=out / "rejects", progress=progress
     )
     writer = MegatronShardWriter(str(out), tok, sft=cfg.sft, batch_size=cfg.batch_size, threads=threads)
-    run_pipeline(
-        [reader, writer],
-        kind=executor,
-        tasks=cfg.tasks,
-        workers=cfg.workers,
-        logging_dir=str(out / "logs"),
-        job_name=f"shards-{out.name}",
-    )
+    try:
+        run_pipeline(
+            [reader, writer],
+            kind=executor,
+            tasks=cfg.tasks,
+            workers=cfg.workers,
+            logging_dir=str(out / "logs"),
+            job_name=f"shards-{out.name}",
+        )
+    except BaseException:
+        # When one task fails, the pool terminates the others mid-write; their temporary files are
+        # of no use to a rerun (unfinished tasks start over), so none is left behind.
+        _remove_temporaries(out)
+        raise
     missing = [r for r in range(cfg.tasks) if not (out / "logs" / "completions" / f"{r:05d}").exists()]
     if missing:
         raise FrontloadError(f"{out}: tasks {missing} did not finish; see {out / 'logs' / 'logs'}; rerun to resume")
 
     manifest = _manifest_for(out, inputs, tok, cfg, in_fp, fp)
+    require_records(manifest.account, out, out / "rejects", allow_empty)
     with RunFolder(out, stage="shards", config=manifest.config) as run:
         acc = manifest.account
         run.log("stats", step_name="shards", inputs=acc.inputs, kept=acc.kept, dropped=acc.dropped)

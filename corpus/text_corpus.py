@@ -13,15 +13,22 @@ from pathlib import Path
 
 from datatrove.pipeline.writers import JsonlWriter
 
-from frontload.core.fingerprint import fingerprint, sha256_file
-from frontload.core.manifest import Account, Manifest
+from frontload.core.fingerprint import fingerprint
+from frontload.core.manifest import Account, Manifest, require_records
 
 
 def write_text_corpus(
-    out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], text_field: str = "text"
+    out_dir: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    text_field: str = "text",
+    *,
+    allow_empty: bool = False,
 ) -> Manifest:
-    """Copy the documents of ``inputs`` into a corpus folder, dropping (and counting) bad records."""
-    from frontload.corpus.readers import RecordSpec, read_documents
+    """Copy the documents of ``inputs`` into a corpus folder, dropping (and counting) bad records.
+
+    A corpus that keeps no document is an error carrying the drop account, unless ``allow_empty``.
+    """
+    from frontload.corpus.readers import RecordSpec, input_fingerprint, read_documents
     from frontload.corpus.shards import count_rejects
 
     out_dir = Path(out_dir)
@@ -32,15 +39,15 @@ def write_text_corpus(
             writer.write(doc)
             kept += 1
     dropped = count_rejects(rejects) if rejects.exists() else {}
-    files = sorted(
-        p for i in inputs for p in ([Path(i)] if Path(i).is_file() else sorted(Path(i).rglob("*"))) if p.is_file()
-    )
+    account = Account(inputs=kept + sum(dropped.values()), kept=kept, dropped=dropped)
+    require_records(account, out_dir, rejects, allow_empty)
     manifest = Manifest(
         kind="corpus",
-        fingerprint=fingerprint("text_corpus", text_field, [sha256_file(p) for p in files]),
+        fingerprint=fingerprint("text_corpus", text_field, input_fingerprint(inputs)),
         config={"source": {"kind": "files", "paths": [str(i) for i in inputs], "text_field": text_field}},
         counts={"documents": kept},
-        account=Account(inputs=kept + sum(dropped.values()), kept=kept, dropped=dropped),
+        account=account,
+        extra={"data": "data", "rejects": "rejects"},
     )
     manifest.write(out_dir)
     return manifest

@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ class Tokenizer:
         self.path = path
         self.fingerprint: str = fingerprint_files(p for p in (self._spm_path, self._hf_path) if p)
         self._backend: Any = None
+        self.account: Any = None  # the drop account of its training data, set by train_tokenizer
         self._load()
 
     # -- loading -------------------------------------------------------------------------------
@@ -275,10 +277,43 @@ def train_tokenizer(
     text_field: str = "text",
     **options: Any,
 ) -> Tokenizer:
-    """Train a tokenizer on the documents of corpus files/folders (JSONL, Parquet, saved HF datasets)."""
-    from frontload.corpus.readers import iter_texts
+    """Train a tokenizer on the documents of corpus files/folders (JSONL, Parquet, saved HF datasets).
 
-    return train_tokenizer_from_texts(iter_texts(inputs, text_field=text_field), out_dir, vocab_size, **options)
+    Bad records are dropped as everywhere else: counted by reason in ``TOK_DIR/training.json``
+    (``account``) and written to ``TOK_DIR/rejects/`` with file and line; ``tok.account`` holds them.
+    """
+    from frontload.core.manifest import Account, require_records
+    from frontload.corpus.readers import RecordSpec, make_reader
+
+    out = Path(out_dir)
+    reader = make_reader(inputs, RecordSpec(text_field=text_field), rejects_dir=out / "rejects")
+    kept = 0
+
+    def texts() -> Iterator[str]:
+        nonlocal kept
+        for doc in reader.run(None, 0, 1):
+            kept += 1
+            yield doc.text
+
+    stream = texts()
+    try:
+        tok = train_tokenizer_from_texts(stream, out, vocab_size, **options)
+    except BaseException:
+        stream.close()  # removes the unfinished rejects file
+        raise
+    for _ in stream:  # SentencePiece reads every sentence; reaching the end closes the rejects file
+        pass
+    dropped = dict(sorted(reader.checker.counts.items()))
+    if not dropped:  # checkpoints copy the tokenizer folder; an empty rejects file is noise there
+        shutil.rmtree(out / "rejects", ignore_errors=True)
+    account = Account(inputs=kept + sum(dropped.values()), kept=kept, dropped=dropped)
+    require_records(account, out, out / "rejects", allow_empty=False)
+    atomic_write_json(
+        out / "training.json",
+        {"inputs": [str(p) for p in inputs], "text_field": text_field, "account": account.to_dict()},
+    )
+    tok.account = account
+    return tok
 
 
 # -- the Hugging Face twin ---------------------------------------------------------------------

@@ -14,7 +14,9 @@ problem, each naming the file at fault. An empty list means the folder is sound.
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +62,29 @@ def _verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> list[str]:
     return problems
 
 
-def _open_shard(folder: Path, prefix: str, dtype: str, problems: list[str]):
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
+@functools.cache
+def _indexed_dataset() -> type:
+    with warnings.catch_warnings():  # "Transformer Engine and Apex are not installed": not verify's business
+        warnings.simplefilter("ignore", UserWarning)
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+    class CheckedIndexedDataset(IndexedDataset):
+        """Megatron-core's own reader. Its ``__del__`` assumes ``__init__`` finished, which a damaged
+        index never lets it do; Python would then print "Exception ignored in __del__" after our message."""
+
+        def __del__(self) -> None:
+            if "index" in self.__dict__ and "bin_reader" in self.__dict__:
+                super().__del__()
+
+    return CheckedIndexedDataset
+
+
+def _open_shard(folder: Path, prefix: str, dtype: str, problems: list[str]):
     idx, bin_ = folder / f"{prefix}.idx", folder / f"{prefix}.bin"
     if not idx.exists() or not bin_.exists():
         return None
     try:
-        ds = IndexedDataset(str(folder / prefix))
+        ds = _indexed_dataset()(str(folder / prefix))
     except Exception as e:  # Megatron asserts and numpy errors alike mean an unreadable index
         problems.append(f"{idx}: Megatron's IndexedDataset cannot read it: {type(e).__name__}: {e}")
         return None
@@ -174,10 +191,9 @@ def _count_records(files: list[Path]) -> int:
 
 
 def _data_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    suffixes = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+    from frontload.corpus.readers import folder_files
+
+    return folder_files(folder)
 
 
 def _verify_account(folder: Path, m: Manifest, kept: int | None) -> list[str]:
@@ -190,11 +206,21 @@ def _verify_account(folder: Path, m: Manifest, kept: int | None) -> list[str]:
         problems.append(f"{where}: drop account does not balance: {acc.to_dict()}")
     if kept is not None and acc.kept != kept:
         problems.append(f"{where}: account keeps {acc.kept} records, the data holds {kept}")
-    rejects = _data_files(folder / "rejects")
-    if rejects:
+    rejects_dir = folder / "rejects"
+    rejects = _data_files(rejects_dir)
+    for name in m.extra.get("rejects") if isinstance(m.extra.get("rejects"), list) else []:
+        if not (folder / name).exists():
+            problems.append(f"{folder / name}: missing (listed in {MANIFEST_NAME}; deleted?)")
+    # Every maker that writes rejects says so (shard sets always; corpora with a "rejects" entry or
+    # count): then rejects/ must hold the drops, and deleting it is damage, not a clean folder.
+    # Problem generators count skipped candidates that were never records, so they write none.
+    expected = m.counts.get("rejects") if "rejects" in m.counts else sum(acc.dropped.values())
+    declared = m.kind == "shards" or "rejects" in m.extra or "rejects" in m.counts
+    if rejects or (declared and expected):
         n = _count_records(rejects)
-        if n != sum(acc.dropped.values()):
-            problems.append(f"{folder / 'rejects'}: {n} rejected records, account drops {sum(acc.dropped.values())}")
+        if n != expected:
+            what = "missing" if not rejects_dir.exists() else f"{n} rejected records"
+            problems.append(f"{rejects_dir}: {what}, but the account drops {expected} (deleted or edited?)")
     return problems
 
 

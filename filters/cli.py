@@ -30,7 +30,9 @@ def cmd_filter(args: argparse.Namespace) -> int:
         ngram=args.ngram,
         question_field=args.question_field,
     )
-    manifest = run_filters(args.in_dir, args.output, config, tasks=args.tasks, workers=args.workers)
+    manifest = run_filters(
+        args.in_dir, args.output, config, tasks=args.tasks, workers=args.workers, allow_empty=args.allow_empty
+    )
     acc = manifest.account
     assert acc is not None
     print(f"wrote {args.output}: in={acc.inputs} kept={acc.kept} dropped={sum(acc.dropped.values())}")
@@ -76,4 +78,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", help="frontload tokenizer dir for length_v1 in tokens (default: whitespace words)")
     p.add_argument("--tasks", type=int, default=1, help="datatrove tasks (input shards processed in parallel)")
     p.add_argument("--workers", type=int, default=1, help="datatrove worker processes")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="write the corpus even when every record was dropped (else an error)",
+    )
     p.set_defaults(func=cmd_filter, _parser=p)

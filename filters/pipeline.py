@@ -35,7 +35,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint, sha256_file
-from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, ManifestError, require_records
 from frontload.filters.decontam import eval_set_name
 from frontload.filters.threshold import Rule, RuleError
 from frontload.filters.verify import MODES
@@ -43,6 +43,7 @@ from frontload.filters.verify import MODES
 DEFAULT_RULE = 'verify_v1 == "correct" and format_v1 == "ok" and not truncated_v1 and nonprintable_v1 == 0'
 DEDUP_METHODS = ("exact", "minhash")
 DEDUP_TARGETS = ("problem", "trace")
+READ_STEP = "read"  # rejects/read/: input lines that are not records (bad UTF-8, bad JSON, no text, ...)
 
 
 @dataclass(kw_only=True)
@@ -94,9 +95,11 @@ class FilterConfig:
             if not eval_set_name(spec)[1].exists():
                 raise ConfigError(f"decontaminate[{i}]", f"eval set file not found: {eval_set_name(spec)[1]}")
 
-    def build(self, in_dir: str | Path, out_dir: str | Path, *, tasks: int = 1, workers: int = 1) -> FilterRun:
+    def build(
+        self, in_dir: str | Path, out_dir: str | Path, *, tasks: int = 1, workers: int = 1, allow_empty: bool = False
+    ) -> FilterRun:
         """The runnable pipeline for one input folder."""
-        return FilterRun(Path(in_dir), Path(out_dir), self, tasks=tasks, workers=workers)
+        return FilterRun(Path(in_dir), Path(out_dir), self, tasks=tasks, workers=workers, allow_empty=allow_empty)
 
 
 class RejectWriter(JsonlWriter):
@@ -115,11 +118,12 @@ class RejectWriter(JsonlWriter):
 
 
 def _input_files(folder: Path) -> list[Path]:
+    from frontload.corpus.readers import input_files
+
     data = folder / "data"
-    files = sorted(p for p in data.rglob("*") if p.is_file() and ".jsonl" in p.name) if data.is_dir() else []
-    if not files:
-        raise FrontloadError(f"{data}: no JSONL records to filter (expected a traces/corpus folder with data/)")
-    return files
+    if not data.is_dir():
+        raise FrontloadError(f"{data}: no such folder (expected a traces or corpus folder with data/)")
+    return input_files(data)  # the readers' one rule: the files the score step reads
 
 
 def _count_lines(folder: Path) -> int:
@@ -138,37 +142,63 @@ def _reject_counts(rejects: Path) -> Counter[str]:
                 if not line.strip():
                     continue
                 try:
-                    counts[json.loads(line)["metadata"]["filter_reason"]] += 1
-                except (json.JSONDecodeError, KeyError) as e:
+                    d = json.loads(line)
+                    # Records the reader could not read are {file, line, reason, ...}; filter drops are documents.
+                    counts[d["reason"] if p.parent.name == READ_STEP else d["metadata"]["filter_reason"]] += 1
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise ManifestError(f"{p}:{lineno}: reject without a readable filter_reason ({e})") from None
     return counts
+
+
+def _content_config(config: FilterConfig) -> dict[str, Any]:
+    """The config as the fingerprint sees it: eval sets and the tokenizer by content, never by path, so
+    the same study in another workspace (or a moved one) is recognised as the same run."""
+    d = as_dict(config)
+    d["decontaminate"] = sorted(
+        [name, sha256_file(path)] for name, path in (eval_set_name(s) for s in config.decontaminate)
+    )
+    if config.tokenizer is not None:
+        from frontload.corpus.tokenizer import load_tokenizer
+
+        d["tokenizer"] = load_tokenizer(config.tokenizer).fingerprint
+    return d
 
 
 class FilterRun:
     """One filter run over ``in_dir`` into ``out_dir``; ``run()`` returns the written manifest."""
 
-    def __init__(self, in_dir: Path, out_dir: Path, config: FilterConfig, *, tasks: int = 1, workers: int = 1):
+    def __init__(
+        self,
+        in_dir: Path,
+        out_dir: Path,
+        config: FilterConfig,
+        *,
+        tasks: int = 1,
+        workers: int = 1,
+        allow_empty: bool = False,
+    ):
         self.in_dir, self.out_dir, self.config = in_dir, out_dir, config
+        self.allow_empty = allow_empty  # keep a corpus that kept nothing instead of failing
         self.tasks, self.workers = max(1, tasks), max(1, workers)
         self.files = _input_files(in_dir)
-        self.fingerprint = fingerprint(
-            "filters/v1",
-            self._input_fingerprint(),
-            as_dict(config),
-            sorted(sha256_file(eval_set_name(s)[1]) for s in config.decontaminate),
-        )
+        self.fingerprint = fingerprint("filters/v1", self._input_fingerprint(), _content_config(config))
         self.work = out_dir / "work" / self.fingerprint
 
     def _input_fingerprint(self) -> str:
+        from frontload.corpus.readers import input_fingerprint
+
         try:
             return Manifest.read(self.in_dir).fingerprint
         except ManifestError:
-            return fingerprint([sha256_file(p) for p in self.files])
+            return input_fingerprint([self.in_dir / "data"])
 
     # ------------------------------------------------------------------------------------------
     def _exec(self, name: str, pipeline: list, tasks: int) -> dict[str, Any] | None:
         from datatrove.executor import LocalPipelineExecutor
 
+        from frontload.corpus.executors import quiet_user_errors
+
+        quiet_user_errors()
         logs = self.work / "logs" / name
         LocalPipelineExecutor(
             pipeline=pipeline, tasks=tasks, workers=min(self.workers, tasks), logging_dir=str(logs)
@@ -183,11 +213,21 @@ class FilterRun:
         return json.loads(sum(parts, start=PipelineStats()).to_json()) if parts else None
 
     def _reader(self, folder: Path | str, progress: bool = False):
+        """datatrove's reader of this run's own intermediate folders (written by datatrove's writer)."""
         from datatrove.pipeline.readers import JsonlReader
 
         if not any(Path(folder).rglob("*.jsonl*")):
             return []  # every record was dropped upstream: datatrove takes a list as the (empty) data
-        return JsonlReader(str(folder), glob_pattern="*.jsonl*", recursive=True, doc_progress=progress)
+        # No file_path in metadata: it would carry the workspace's absolute path into the corpus.
+        return JsonlReader(
+            str(folder), glob_pattern="*.jsonl*", recursive=True, doc_progress=progress, add_file_path=False
+        )
+
+    def _input_reader(self):
+        """The checked reader of the input: every line a record or a counted reject in rejects/read/."""
+        from frontload.corpus.readers import RecordSpec, make_reader
+
+        return make_reader([self.in_dir / "data"], RecordSpec(), rejects_dir=self.out_dir / "rejects" / READ_STEP)
 
     def _writer(self, folder: Path | str):
         return JsonlWriter(str(folder), output_filename="${rank}.jsonl", compression=None)
@@ -261,7 +301,7 @@ class FilterRun:
 
         # 1. score
         scorers = [
-            self._reader(self.in_dir / "data", progress=True),
+            self._input_reader(),
             RowTagger(),
             VerifyScorer(mode=cfg.verify_mode, workers=cfg.verify_workers),
             QualityScorer(tokenizer=cfg.tokenizer),
@@ -334,10 +374,13 @@ class FilterRun:
             for entry in data or []:
                 _log_step(run, step, entry)
         account = Account(inputs=_count_lines(self.work / "scored"), kept=_count_lines(self.out_dir / "data"))
+        unreadable = _reject_counts(self.out_dir / "rejects" / READ_STEP)
+        account.inputs += sum(unreadable.values())  # lines of the input that never became records
         for reason, n in sorted(_reject_counts(self.out_dir / "rejects").items()):
             account.drop(reason, n)
         if not account.balanced:
             raise ManifestError(f"{self.out_dir}: records unaccounted for: {account.to_dict()}")
+        require_records(account, self.out_dir, self.out_dir / "rejects", self.allow_empty)
         manifest = Manifest(
             kind="corpus",
             fingerprint=self.fingerprint,
@@ -375,7 +418,17 @@ def _log_step(run, stage: str, entry: dict[str, Any]) -> None:
 
 
 def run_filters(
-    in_dir: str | Path, out_dir: str | Path, config: FilterConfig | None = None, *, tasks: int = 1, workers: int = 1
+    in_dir: str | Path,
+    out_dir: str | Path,
+    config: FilterConfig | None = None,
+    *,
+    tasks: int = 1,
+    workers: int = 1,
+    allow_empty: bool = False,
 ) -> Manifest:
-    """Filter a traces folder into a corpus folder with rejects and a balanced drop account (restartable)."""
-    return (config or FilterConfig()).build(in_dir, out_dir, tasks=tasks, workers=workers).run()
+    """Filter a traces folder into a corpus folder with rejects and a balanced drop account (restartable).
+
+    A run that keeps no record is an error carrying the drop account, unless ``allow_empty``.
+    """
+    cfg = config or FilterConfig()
+    return cfg.build(in_dir, out_dir, tasks=tasks, workers=workers, allow_empty=allow_empty).run()

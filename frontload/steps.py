@@ -74,12 +74,6 @@ class StudyPlan:
         return list(self.steps.values())
 
 
-def corpus_files(folder: Path) -> list[Path]:
-    """The document files of a corpus folder."""
-    files = sorted((folder / "data").glob("*.jsonl*")) + sorted((folder / "data").glob("*.parquet"))
-    return files or [folder]
-
-
 # -- data steps ---------------------------------------------------------------------------------
 def task_action(study: Study, task: EvalTaskSection):
     def action(out: Path) -> None:
@@ -177,7 +171,9 @@ def tokenizer_action(plan: StudyPlan):
     def action(out: Path) -> None:
         from frontload.corpus.tokenizer import train_tokenizer
 
-        inputs = [f for c in study.tokenizer.train_on for f in corpus_files(plan[f"corpus:{c}"].output)]
+        # Corpus folders, not their files: the readers' one rule picks data/, and a shard set's input
+        # fingerprint is then the corpus's own (content and config), never a path or a gzip time.
+        inputs = [plan[f"corpus:{c}"].output for c in study.tokenizer.train_on]
         train_tokenizer(inputs, out, study.tokenizer.vocab_size)
 
     return action
@@ -189,7 +185,7 @@ def shards_action(plan: StudyPlan, name: str, sft: bool):
         from frontload.corpus.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(plan["tokenizer"].output)
-        build_shards(corpus_files(plan[f"corpus:{name}"].output), out, tokenizer, sft=sft, executor=plan.data_executor)
+        build_shards([plan[f"corpus:{name}"].output], out, tokenizer, sft=sft, executor=plan.data_executor)
 
     return action
 

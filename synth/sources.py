@@ -360,9 +360,9 @@ def write_source(
 
 def _source_input_fingerprint(src: Any) -> str | None:
     if isinstance(src, FileSource):
-        p = Path(src.path)
-        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-        return fingerprint([(f.relative_to(p).as_posix() if f != p else p.name, sha256_file(f)) for f in files])
+        from frontload.corpus.readers import input_fingerprint
+
+        return input_fingerprint([src.path])  # the same files, by the same rule, as the reader below
     return None
 
 
@@ -377,9 +377,7 @@ def _file_format(src: FileSource) -> str:
     if p.is_dir():
         if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists():
             return "hf"
-        if any(p.rglob("*.parquet")):
-            return "parquet"
-        return "jsonl"
+        return "files"
     return "parquet" if p.suffix == ".parquet" else "jsonl"
 
 
@@ -400,20 +398,27 @@ def _raw_records(src: FileSource) -> Iterator[tuple[str, int, dict[str, Any]]]:
         for i, row in enumerate(ds):
             yield str(p), i + 1, row
         return
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.suffix in (".jsonl", ".parquet", ".gz"))
-    if not files:
-        raise ConfigError("path", f"{p} holds no .jsonl or .parquet files")
+    from frontload.corpus.readers import file_format, input_files
+
+    try:
+        files = input_files(p)  # the one rule every reader follows
+    except FrontloadError as e:
+        raise ConfigError("path", str(e)) from None
     for f in files:
-        if f.suffix == ".parquet":
+        if file_format(f) == "parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pq.read_table(f)
+            try:
+                table = pq.read_table(f)
+            except (pa.ArrowException, OSError) as e:
+                raise FrontloadError(f"{f}: not a readable Parquet file (damaged or truncated?): {e}") from None
             for i, row in enumerate(table.to_pylist()):
                 yield str(f), i + 1, row
             continue
         import gzip
 
-        opener = gzip.open if f.suffix == ".gz" else open
+        opener = gzip.open if f.name.endswith(".gz") else open
         with opener(f, "rt", encoding="utf-8") as fh:
             for i, line in enumerate(fh, 1):
                 if not line.strip():

@@ -96,3 +96,40 @@ class Manifest:
             extra={k: v for k, v in d.items() if k not in known},
             schema_version=version,
         )
+
+
+class EmptyOutputError(FrontloadError):
+    """A command kept no record at all; the message carries the drop account and where the rejects are."""
+
+
+def _first_reject(rejects: Path) -> str | None:
+    for f in sorted(rejects.rglob("*.jsonl")) if rejects.is_dir() else []:
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                if "error" in d:  # a reader's reject: {file, line, reason, error}
+                    return f"{d.get('file')}:{d.get('line')}: {d['error']}"
+                return str((d.get("metadata") or {}).get("filter_reason"))
+    return None
+
+
+def require_records(account: Account, where: str | os.PathLike, rejects: Path | None, allow_empty: bool) -> None:
+    """Refuse an output that keeps no record, unless ``allow_empty``: an empty corpus or shard set is
+    almost always a wrong field name or a wrong input, and would otherwise pass every later check."""
+    if allow_empty or account.kept > 0:
+        return
+    hint = "pass --allow-empty to keep an empty output"
+    if account.inputs == 0:
+        raise EmptyOutputError(f"{where}: the input holds no records; {hint}")
+    reasons = ", ".join(f"{r} ({n})" for r, n in sorted(account.dropped.items(), key=lambda kv: -kv[1]))
+    first = _first_reject(rejects) if rejects is not None else None
+    example = f"; first: {first}" if first else ""
+    see = f" — see {rejects}/" if rejects is not None else ""
+    raise EmptyOutputError(
+        f"{where}: {sum(account.dropped.values())} of {account.inputs} records dropped: {reasons}{example}{see}; {hint}"
+    )

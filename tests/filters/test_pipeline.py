@@ -249,9 +249,14 @@ def test_a_crashed_run_resumes_and_still_balances(tmp_path, monkeypatch):
     assert verify[-1]["inputs"] == 20  # stats merged from both ranks' files, not only the rerun ones
 
 
-def test_a_rule_that_drops_everything_still_writes_a_balanced_corpus(tmp_path):
+def test_a_rule_that_drops_everything_still_writes_a_balanced_corpus_when_allowed(tmp_path):
+    from frontload.core.manifest import EmptyOutputError
+
     _write(tmp_path / "in" / "data" / "00000.jsonl", make_records(5, rollouts=2, seed=2))
     out = tmp_path / "out"
-    acc = run_filters(tmp_path / "in", out, FilterConfig(rule="length_v1 < 0", dedup=["exact", "minhash"])).account
+    cfg = FilterConfig(rule="length_v1 < 0", dedup=["exact", "minhash"])
+    with pytest.raises(EmptyOutputError, match="10 of 10 records dropped"):
+        run_filters(tmp_path / "in", out, cfg)
+    acc = run_filters(tmp_path / "in", out, cfg, allow_empty=True).account
     assert acc.to_dict() == {"in": 10, "kept": 0, "dropped": {"threshold:length_v1 < 0": 10}}
     assert (out / "data").is_dir() and _kept_ids(out) == []

@@ -1,0 +1,64 @@
+"""Reproducible by content: the same study built in two different workspace folders gives the same
+fingerprint for every step, the same corpus bytes, shard sets, tokenizer and mix plans."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from frontload.core.manifest import Manifest
+from frontload.corpus.mix import MixPlan
+from frontload.corpus.tokenizer import load_tokenizer
+from frontload.runner import build_plan
+from frontload.steps import print_mix_plans
+from frontload.study_file import load_study
+
+TINY = Path(__file__).with_name("tiny_study.toml")
+DATA_KINDS = ("task", "corpus", "tokenizer", "shards")
+
+
+def _build(root: Path) -> dict:
+    """Build the tiny study's data steps and mix plans under ``root``; return what identifies each step."""
+    study_file = root / "study.toml"
+    study_file.parent.mkdir(parents=True)
+    shutil.copyfile(TINY, study_file)
+    study = load_study(study_file)
+    study.study.workspace = str(root / "workspace")
+    print_mix_plans(study, out=root / "plans.json")  # builds every data step, then plans each arm's mix
+    plan = build_plan(study)
+    seen = {}
+    for step in plan.ordered():
+        seen[f"{step.id} planned"] = step.fingerprint  # training and eval steps included
+        if step.kind not in DATA_KINDS:
+            continue
+        assert step.done(), step.id
+        rel = step.output.relative_to(plan.ws).as_posix()
+        if step.kind == "tokenizer":
+            seen[f"{step.id} content"] = load_tokenizer(step.output).fingerprint
+        elif step.kind != "task":
+            m = Manifest.read(step.output)
+            seen[f"{step.id} manifest"] = (rel, m.fingerprint, m.extra.get("input_fingerprint"), m.account.to_dict())
+        if step.kind in ("corpus", "task"):
+            for f in sorted(step.output.rglob("*")):
+                if f.is_file() and "data" in f.relative_to(step.output).parts or f.name.startswith("task."):
+                    seen[f"{step.id} {f.relative_to(step.output)}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    for arm in study.arms:
+        for phase in ("pretrain", "sft"):
+            mix = MixPlan.read(plan.ws / "mix" / arm.name / phase / "plan.json")
+            seen[f"mix {arm.name}/{phase}"] = (mix.fingerprint, {p: v.fingerprint for p, v in mix.phases.items()})
+    return seen
+
+
+def test_two_workspaces_of_one_study_give_identical_fingerprints(tmp_path):
+    first = _build(tmp_path / "a")
+    second = _build(tmp_path / "elsewhere" / "b")
+    assert first.keys() == second.keys()
+    assert {k for k in first if k.endswith(".jsonl") or ".jsonl" in k}  # corpus bytes are compared
+    differ = {k: (first[k], second[k]) for k in first if first[k] != second[k]}
+    assert differ == {}
+
+
+def test_the_web_corpus_does_not_read_this_repository_s_readme():
+    from frontload.corpus.packaged_text import packaged_texts
+
+    origins = {origin for origin, _ in packaged_texts(("package_descriptions",))}
+    assert origins and "package:frontload" not in origins
