@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from frontload.core.manifest import Manifest
-from frontload.corpus.mix import MixPlan
+from frontload.corpus.mix_plan import MixPlan
 from frontload.corpus.tokenizer import load_tokenizer
 from frontload.runner import build_plan
 from frontload.steps import print_mix_plans
