@@ -134,12 +134,44 @@ def reference_fingerprint(ckpt_dir: str | os.PathLike) -> str:
     return fingerprint_files(files)
 
 
+def _check_resumable(resumed: Path, config: RLConfig, parent: Path, *, ref_fp: str, prompts_fp: str) -> None:
+    """A run folder resumes only against the reference weights and the RL set it was trained with."""
+    from frontload.core.config import ConfigError
+    from frontload.train.checkpoint import read_meta
+
+    rmeta = read_meta(resumed)
+    if rmeta.get("reference_fingerprint") != ref_fp:
+        raise ConfigError(
+            "init_from",
+            f"{resumed} was trained against reference {rmeta.get('reference_fingerprint')} but {parent} has "
+            f"weights {ref_fp}; use a new run folder",
+        )
+    if rmeta.get("prompts_fingerprint") != prompts_fp:
+        raise ConfigError(
+            "prompts", f"{config.prompts} is not the RL set {resumed} was trained on; use a new run folder"
+        )
+
+
+def _policy_and_reference(config: RLConfig, model_config, parent: Path):
+    """The policy and, when a KL term is asked for, a frozen copy of it as the reference; both from ``parent``."""
+    from frontload.train.checkpoint import load_checkpoint
+
+    model = model_config.build()
+    load_checkpoint(parent, model=model, load_rng=False)
+    reference = None
+    if config.loss.kl_coef > 0:
+        reference = model_config.build()
+        load_checkpoint(parent, model=reference, load_rng=False)
+        reference.eval().requires_grad_(False)
+    return model, reference
+
+
 def rl(config: RLConfig) -> Path:
     """Run (or resume) GRPO from ``config.init_from``; returns the final checkpoint folder."""
     from frontload.core.config import ConfigError, as_dict
     from frontload.core.events import RunFolder
     from frontload.corpus.tokenizer import load_tokenizer
-    from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta
+    from frontload.train.checkpoint import latest_checkpoint, read_meta
     from frontload.train.loop import LoopConfig, TrainState, resolve_checkpoint, train_loop
     from frontload.train.model import model_config_from_dict
     from frontload.train.optim import build_optimizer
@@ -169,13 +201,7 @@ def rl(config: RLConfig) -> Path:
         raise FrontloadError("the RL phase runs in one process (rollouts are not split over ranks yet)")
     U = config.updates_per_step
     total = config.steps * U
-    model = model_config.build()
-    load_checkpoint(parent, model=model, load_rng=False)
-    reference = None
-    if config.loss.kl_coef > 0:
-        reference = model_config.build()
-        load_checkpoint(parent, model=reference, load_rng=False)
-        reference.eval().requires_grad_(False)
+    model, reference = _policy_and_reference(config, model_config, parent)
     optimizer = build_optimizer(model, config.optim, total, bf16=model_config.bf16)
     rl_extra = {
         "reference_checkpoint": str(parent),
@@ -199,17 +225,7 @@ def rl(config: RLConfig) -> Path:
     )
     resumed = latest_checkpoint(run_dir)
     if resumed is not None:
-        rmeta = read_meta(resumed)
-        if rmeta.get("reference_fingerprint") != ref_fp:
-            raise ConfigError(
-                "init_from",
-                f"{resumed} was trained against reference {rmeta.get('reference_fingerprint')} but {parent} has "
-                f"weights {ref_fp}; use a new run folder",
-            )
-        if rmeta.get("prompts_fingerprint") != prompts_fp:
-            raise ConfigError(
-                "prompts", f"{config.prompts} is not the RL set {resumed} was trained on; use a new run folder"
-            )
+        _check_resumable(resumed, config, parent, ref_fp=ref_fp, prompts_fp=prompts_fp)
         state.resume(run_dir)
         state.parent = str(parent)
     loop_cfg = LoopConfig(
