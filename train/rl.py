@@ -134,6 +134,33 @@ def reference_fingerprint(ckpt_dir: str | os.PathLike) -> str:
     return fingerprint_files(files)
 
 
+def _sft_checkpoint(parent: Path):
+    """The model config, tokenizer folder and tokenizer of the SFT checkpoint RL starts from."""
+    from frontload.corpus.tokenizer import load_tokenizer
+    from frontload.train.checkpoint import read_meta
+    from frontload.train.model import model_config_from_dict
+
+    meta = read_meta(parent)
+    model_config = model_config_from_dict(meta["model"], where=f"{parent / 'meta.json'}: model")
+    tokenizer_dir = parent / "tokenizer"
+    if not tokenizer_dir.exists():
+        raise FrontloadError(f"{tokenizer_dir}: the SFT checkpoint holds no tokenizer copy")
+    return model_config, tokenizer_dir, load_tokenizer(tokenizer_dir)
+
+
+def _check_prompts_fit(config: RLConfig, prompt_sets: dict, tokenizer, seq_len: int) -> None:
+    """Every prompt leaves room for a completion in the model's context."""
+    from frontload.core.config import ConfigError
+
+    prompts = [p for v in prompt_sets.values() for p in v]
+    longest = max(len(ids) for ids in tokenizer.encode_batch([p.prompt for p in prompts]))
+    if longest >= seq_len:
+        raise ConfigError(
+            "prompts",
+            f"{config.prompts}: a prompt has {longest} tokens, the model's context is {seq_len}",
+        )
+
+
 def _check_resumable(resumed: Path, config: RLConfig, parent: Path, *, ref_fp: str, prompts_fp: str) -> None:
     """A run folder resumes only against the reference weights and the RL set it was trained with."""
     from frontload.core.config import ConfigError
@@ -168,33 +195,20 @@ def _policy_and_reference(config: RLConfig, model_config, parent: Path):
 
 def rl(config: RLConfig) -> Path:
     """Run (or resume) GRPO from ``config.init_from``; returns the final checkpoint folder."""
-    from frontload.core.config import ConfigError, as_dict
+    from frontload.core.config import as_dict
     from frontload.core.events import RunFolder
-    from frontload.corpus.tokenizer import load_tokenizer
-    from frontload.train.checkpoint import latest_checkpoint, read_meta
+    from frontload.train.checkpoint import latest_checkpoint
     from frontload.train.loop import LoopConfig, TrainState, resolve_checkpoint, train_loop
-    from frontload.train.model import model_config_from_dict
     from frontload.train.optim import build_optimizer
     from frontload.train.runtime import init_distributed
 
     run_dir = Path(config.run_dir)
     parent = resolve_checkpoint(config.init_from)
-    meta = read_meta(parent)
-    model_config = model_config_from_dict(meta["model"], where=f"{parent / 'meta.json'}: model")
-    tokenizer_dir = parent / "tokenizer"
-    if not tokenizer_dir.exists():
-        raise FrontloadError(f"{tokenizer_dir}: the SFT checkpoint holds no tokenizer copy")
-    tokenizer = load_tokenizer(tokenizer_dir)
+    model_config, tokenizer_dir, tokenizer = _sft_checkpoint(parent)
     prompt_sets = load_prompt_sets(config.prompts)
     prompts_fp = prompt_set_fingerprint(prompt_sets, config.prompt_weights)
-    prompts = [p for v in prompt_sets.values() for p in v]
     ref_fp = reference_fingerprint(parent)
-    longest = max(len(ids) for ids in tokenizer.encode_batch([p.prompt for p in prompts]))
-    if longest >= model_config.seq_len:
-        raise ConfigError(
-            "prompts",
-            f"{config.prompts}: a prompt has {longest} tokens, the model's context is {model_config.seq_len}",
-        )
+    _check_prompts_fit(config, prompt_sets, tokenizer, model_config.seq_len)
 
     rt = init_distributed(tp=model_config.tp, pp=model_config.pp, seed=config.seed)
     if rt.world_size > 1:
