@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from frontload.core.fingerprint import atomic_write
+from frontload.core.workspace import Workspace
 from frontload.runner import build_plan
 from frontload.study_file import Study
 
@@ -37,7 +38,7 @@ def _step_command(study_file: Path, step, executor: str) -> str:
 
 def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
     """The sbatch script of one step."""
-    logs = study.workspace / "jobs" / "logs"
+    logs = Workspace(study.workspace).jobs_dir / "logs"
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=frontload-{_job_name(step.id)}",
@@ -63,7 +64,7 @@ def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
 def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: str | None = None) -> int:
     """Write (and optionally submit) the job scripts of every step that is not complete."""
     plan = build_plan(study)
-    jobs = study.workspace / "jobs"
+    jobs = plan.layout.jobs_dir
     (jobs / "logs").mkdir(parents=True, exist_ok=True)
     todo = [s for s in plan.ordered() if not s.done()]
     study_file = study.path.resolve()
