@@ -17,6 +17,7 @@ from pathlib import Path
 
 from frontload.analysis.store import connect, execute_read
 from frontload.core.phases import PHASES
+from frontload.core.workspace import Workspace
 
 MAX_POINTS = 400
 
@@ -296,7 +297,7 @@ def report(
         result = ingest(ws, progress=False)
         if echo:
             print(result.summary())
-    out = Path(out_dir) if out_dir is not None else ws / "report"
+    out = Path(out_dir) if out_dir is not None else Workspace(ws).report_dir
     out.mkdir(parents=True, exist_ok=True)
     f = _frames(ws)
     paths = ReportPaths(out_dir=out)

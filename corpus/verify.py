@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import sha256_file
 from frontload.core.manifest import MANIFEST_NAME, Manifest, ManifestError
 
@@ -233,10 +232,3 @@ def _verify_corpus(folder: Path, m: Manifest) -> list[str]:
     if "documents" in m.counts and m.counts["documents"] != kept:
         problems.append(f"{folder / MANIFEST_NAME}: counts say {m.counts['documents']} documents, data/ holds {kept}")
     return problems
-
-
-def check_folder(path: str | os.PathLike, tokenizer: Any = None) -> None:
-    """Raise a FrontloadError listing every problem of :func:`verify_folder`."""
-    problems = verify_folder(path, tokenizer)
-    if problems:
-        raise FrontloadError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))

@@ -81,7 +81,7 @@ def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
 def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: str | None = None) -> int:
     """Write (and optionally submit) the job scripts of every step that is not complete."""
     plan = build_plan(study)
-    jobs = study.workspace / "jobs"
+    jobs = plan.layout.jobs_dir
     (jobs / "logs").mkdir(parents=True, exist_ok=True)
     todo = [s for s in plan.ordered() if not s.done()]
     if executor == "slurm":

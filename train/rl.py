@@ -134,41 +134,55 @@ def reference_fingerprint(ckpt_dir: str | os.PathLike) -> str:
     return fingerprint_files(files)
 
 
-def rl(config: RLConfig) -> Path:
-    """Run (or resume) GRPO from ``config.init_from``; returns the final checkpoint folder."""
-    from frontload.core.config import ConfigError, as_dict
-    from frontload.core.events import RunFolder
+def _sft_checkpoint(parent: Path):
+    """The model config, tokenizer folder and tokenizer of the SFT checkpoint RL starts from."""
     from frontload.corpus.tokenizer import load_tokenizer
-    from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta
-    from frontload.train.loop import LoopConfig, TrainState, resolve_checkpoint, train_loop
+    from frontload.train.checkpoint import read_meta
     from frontload.train.model import model_config_from_dict
-    from frontload.train.optim import build_optimizer
-    from frontload.train.runtime import init_distributed
 
-    run_dir = Path(config.run_dir)
-    parent = resolve_checkpoint(config.init_from)
     meta = read_meta(parent)
     model_config = model_config_from_dict(meta["model"], where=f"{parent / 'meta.json'}: model")
     tokenizer_dir = parent / "tokenizer"
     if not tokenizer_dir.exists():
         raise FrontloadError(f"{tokenizer_dir}: the SFT checkpoint holds no tokenizer copy")
-    tokenizer = load_tokenizer(tokenizer_dir)
-    prompt_sets = load_prompt_sets(config.prompts)
-    prompts_fp = prompt_set_fingerprint(prompt_sets, config.prompt_weights)
+    return model_config, tokenizer_dir, load_tokenizer(tokenizer_dir)
+
+
+def _check_prompts_fit(config: RLConfig, prompt_sets: dict, tokenizer, seq_len: int) -> None:
+    """Every prompt leaves room for a completion in the model's context."""
+    from frontload.core.config import ConfigError
+
     prompts = [p for v in prompt_sets.values() for p in v]
-    ref_fp = reference_fingerprint(parent)
     longest = max(len(ids) for ids in tokenizer.encode_batch([p.prompt for p in prompts]))
-    if longest >= model_config.seq_len:
+    if longest >= seq_len:
         raise ConfigError(
             "prompts",
-            f"{config.prompts}: a prompt has {longest} tokens, the model's context is {model_config.seq_len}",
+            f"{config.prompts}: a prompt has {longest} tokens, the model's context is {seq_len}",
         )
 
-    rt = init_distributed(tp=model_config.tp, pp=model_config.pp, seed=config.seed)
-    if rt.world_size > 1:
-        raise FrontloadError("the RL phase runs in one process (rollouts are not split over ranks yet)")
-    U = config.updates_per_step
-    total = config.steps * U
+
+def _check_resumable(resumed: Path, config: RLConfig, parent: Path, *, ref_fp: str, prompts_fp: str) -> None:
+    """A run folder resumes only against the reference weights and the RL set it was trained with."""
+    from frontload.core.config import ConfigError
+    from frontload.train.checkpoint import read_meta
+
+    rmeta = read_meta(resumed)
+    if rmeta.get("reference_fingerprint") != ref_fp:
+        raise ConfigError(
+            "init_from",
+            f"{resumed} was trained against reference {rmeta.get('reference_fingerprint')} but {parent} has "
+            f"weights {ref_fp}; use a new run folder",
+        )
+    if rmeta.get("prompts_fingerprint") != prompts_fp:
+        raise ConfigError(
+            "prompts", f"{config.prompts} is not the RL set {resumed} was trained on; use a new run folder"
+        )
+
+
+def _policy_and_reference(config: RLConfig, model_config, parent: Path):
+    """The policy and, when a KL term is asked for, a frozen copy of it as the reference; both from ``parent``."""
+    from frontload.train.checkpoint import load_checkpoint
+
     model = model_config.build()
     load_checkpoint(parent, model=model, load_rng=False)
     reference = None
@@ -176,6 +190,32 @@ def rl(config: RLConfig) -> Path:
         reference = model_config.build()
         load_checkpoint(parent, model=reference, load_rng=False)
         reference.eval().requires_grad_(False)
+    return model, reference
+
+
+def rl(config: RLConfig) -> Path:
+    """Run (or resume) GRPO from ``config.init_from``; returns the final checkpoint folder."""
+    from frontload.core.config import as_dict
+    from frontload.core.events import RunFolder
+    from frontload.train.checkpoint import latest_checkpoint
+    from frontload.train.loop import LoopConfig, TrainState, resolve_checkpoint, train_loop
+    from frontload.train.optim import build_optimizer
+    from frontload.train.runtime import init_distributed
+
+    run_dir = Path(config.run_dir)
+    parent = resolve_checkpoint(config.init_from)
+    model_config, tokenizer_dir, tokenizer = _sft_checkpoint(parent)
+    prompt_sets = load_prompt_sets(config.prompts)
+    prompts_fp = prompt_set_fingerprint(prompt_sets, config.prompt_weights)
+    ref_fp = reference_fingerprint(parent)
+    _check_prompts_fit(config, prompt_sets, tokenizer, model_config.seq_len)
+
+    rt = init_distributed(tp=model_config.tp, pp=model_config.pp, seed=config.seed)
+    if rt.world_size > 1:
+        raise FrontloadError("the RL phase runs in one process (rollouts are not split over ranks yet)")
+    U = config.updates_per_step
+    total = config.steps * U
+    model, reference = _policy_and_reference(config, model_config, parent)
     optimizer = build_optimizer(model, config.optim, total, bf16=model_config.bf16)
     rl_extra = {
         "reference_checkpoint": str(parent),
@@ -199,17 +239,7 @@ def rl(config: RLConfig) -> Path:
     )
     resumed = latest_checkpoint(run_dir)
     if resumed is not None:
-        rmeta = read_meta(resumed)
-        if rmeta.get("reference_fingerprint") != ref_fp:
-            raise ConfigError(
-                "init_from",
-                f"{resumed} was trained against reference {rmeta.get('reference_fingerprint')} but {parent} has "
-                f"weights {ref_fp}; use a new run folder",
-            )
-        if rmeta.get("prompts_fingerprint") != prompts_fp:
-            raise ConfigError(
-                "prompts", f"{config.prompts} is not the RL set {resumed} was trained on; use a new run folder"
-            )
+        _check_resumable(resumed, config, parent, ref_fp=ref_fp, prompts_fp=prompts_fp)
         state.resume(run_dir)
         state.parent = str(parent)
     loop_cfg = LoopConfig(

@@ -147,32 +147,9 @@ class GRPOBatches:
         reward_t = torch.tensor([r.reward for r in rewards], dtype=torch.float32)
         advantages, zero_var = group_advantages(reward_t, G, std_normalize=cfg.loss.std_normalize)
 
-        # Row i = prompt_ids + completion ids; position k predicts token k + 1, so completion token j sits
-        # at label position len(prompt) - 1 + j. Right padding never reaches a real position (causal).
-        seqs = [list(c.prompt_ids) + list(c.token_ids) for c in completions]
-        lengths = [len(x) - 1 for x in seqs]
-        S = max(lengths)
-        N = len(seqs)
-        pad = int(self.tokenizer.pad_id)
-        tokens = torch.full((N, S), pad, dtype=torch.long)
-        labels = torch.full((N, S), pad, dtype=torch.long)
-        mask = torch.zeros((N, S), dtype=torch.float32)
-        old = torch.zeros((N, S), dtype=torch.float32)
-        for i, (x, c) in enumerate(zip(seqs, completions)):
-            n = len(x) - 1
-            tokens[i, :n] = torch.tensor(x[:-1])
-            labels[i, :n] = torch.tensor(x[1:])
-            start = len(c.prompt_ids) - 1
-            mask[i, start:n] = 1.0
-            if not recompute:
-                old[i, start:n] = torch.tensor(c.logprobs, dtype=torch.float32)
-        t = {
-            "tokens": tokens,
-            "labels": labels,
-            "loss_mask": mask,
-            "position_ids": torch.arange(S)[None].expand(N, S).contiguous(),
-            "advantages": advantages,
-        }
+        t, lengths, old = self._tensors(completions, recompute)
+        t["advantages"] = advantages
+        mask, N = t["loss_mask"], len(completions)
         t0 = time.perf_counter()
         # A vLLM sampler's numerics differ from the trainer's: the ratio's denominator is recomputed here.
         t["old_logprobs"] = self._forward_logprobs(self.state.model, t) * mask if recompute else old
@@ -197,6 +174,51 @@ class GRPOBatches:
             "truncated_frac": sum(c.finish_reason == "length" for c in completions) / N,
             "trained_sequences": len(rows),
         }
+        self._log(rl_step, chosen, completions, rewards, advantages)
+        return Rollout(
+            rl_step=rl_step,
+            prompts=chosen,
+            completions=completions,
+            rewards=rewards,
+            tensors=t,
+            lengths=lengths,
+            train_rows=rows,
+            stats=stats,
+        )
+
+    def _tensors(self, completions: list[Any], recompute: bool) -> tuple[dict[str, Any], list[int], Any]:
+        """Padded training tensors of the completions, their lengths, and the sampler's log-probs (if kept)."""
+        import torch
+
+        # Row i = prompt_ids + completion ids; position k predicts token k + 1, so completion token j sits
+        # at label position len(prompt) - 1 + j. Right padding never reaches a real position (causal).
+        seqs = [list(c.prompt_ids) + list(c.token_ids) for c in completions]
+        lengths = [len(x) - 1 for x in seqs]
+        S = max(lengths)
+        N = len(seqs)
+        pad = int(self.tokenizer.pad_id)
+        tokens = torch.full((N, S), pad, dtype=torch.long)
+        labels = torch.full((N, S), pad, dtype=torch.long)
+        mask = torch.zeros((N, S), dtype=torch.float32)
+        old = torch.zeros((N, S), dtype=torch.float32)
+        for i, (x, c) in enumerate(zip(seqs, completions)):
+            n = len(x) - 1
+            tokens[i, :n] = torch.tensor(x[:-1])
+            labels[i, :n] = torch.tensor(x[1:])
+            start = len(c.prompt_ids) - 1
+            mask[i, start:n] = 1.0
+            if not recompute:
+                old[i, start:n] = torch.tensor(c.logprobs, dtype=torch.float32)
+        t = {
+            "tokens": tokens,
+            "labels": labels,
+            "loss_mask": mask,
+            "position_ids": torch.arange(S)[None].expand(N, S).contiguous(),
+        }
+        return t, lengths, old
+
+    def _log(self, rl_step: int, chosen: list[RLPrompt], completions: list[Any], rewards: list[Reward], advantages):
+        """One ``rollouts`` event per completion: what was asked, answered, and how it scored."""
         for i, (c, r) in enumerate(zip(completions, rewards)):
             p = chosen[c.prompt_index]
             self.run.log(
@@ -215,16 +237,6 @@ class GRPOBatches:
                 finish_reason=c.finish_reason,
                 error=r.error,
             )
-        return Rollout(
-            rl_step=rl_step,
-            prompts=chosen,
-            completions=completions,
-            rewards=rewards,
-            tensors=t,
-            lengths=lengths,
-            train_rows=rows,
-            stats=stats,
-        )
 
     # -- the loop's two hooks -------------------------------------------------------------
     def minibatch_rows(self, rollout: Rollout, update: int) -> list[int]:

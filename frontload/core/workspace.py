@@ -13,6 +13,7 @@
       mix/<arm>/<phase>/plan.json      mix plans written by ``frontload mix plan``
       frontload.duckdb                 the store (only analysis writes it)
       report/                          tables and plots
+      jobs/                            Slurm/Ray job scripts and their logs (``--executor``)
 
 The runner builds paths with :class:`Workspace`; analysis reads arm and phase back from a path with
 :func:`parse_run` and :func:`parse_mix_plan`. A new level of run folders (a seed, say) is a change
@@ -28,6 +29,7 @@ from pathlib import Path, PurePosixPath
 DB_NAME = "frontload.duckdb"
 STUDY_FILE = "study.json"
 REPORT_DIR = "report"
+JOBS_DIR = "jobs"
 RUNS_DIR = "runs"
 MIX_DIR = "mix"
 EVAL_PREFIX = "eval-"  # runs/<arm>/eval-<phase>/: the evaluation after <phase>
@@ -68,6 +70,10 @@ class Workspace:
     @property
     def report_dir(self) -> Path:
         return self.root / REPORT_DIR
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / JOBS_DIR
 
     def task(self, name: str, fp: str) -> Path:
         return self.root / DATA_DIRS["task"] / name / fp

@@ -225,7 +225,7 @@ def test_paths_relative_to_the_working_directory_join_and_reevaluation_replaces(
 
 
 def test_a_file_growing_while_read_is_taken_only_up_to_the_recorded_offset(study_ws, monkeypatch):
-    ingest_module = importlib.import_module("frontload.analysis.ingest")
+    ingest_module = importlib.import_module("frontload.analysis.ingest_events")
     run_dir, path = _metrics_file(study_ws)
     planned = ingest_module._last_line_end
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from frontload.core.manifest import Manifest
 from frontload.corpus.mix_plan import MixPlan
 from frontload.corpus.tokenizer import load_tokenizer
-from frontload.runner import build_plan
-from frontload.steps import print_mix_plans
+from frontload.runner import build_plan, print_mix_plans
 from frontload.study_file import load_study
 
 TINY = Path(__file__).with_name("tiny_study.toml")

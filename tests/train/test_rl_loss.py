@@ -120,7 +120,6 @@ def test_verifier_crash_and_hang_give_zero_reward_and_count():
 
 
 def test_real_verifier_rewards():
-    pytest.importorskip("frontload.filters.verify")
     scorer = RewardScorer(RewardConfig())
     rs = scorer.score_batch(["1/2", "1/2"], ["The answer is \\boxed{0.5}.", "The answer is \\boxed{3}."])
     assert [r.verdict for r in rs] == ["correct", "wrong"]
