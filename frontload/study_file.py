@@ -256,10 +256,10 @@ def load_study(path: str | Path, *, workspace: str | None = None) -> Study:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise FrontloadError(f"{path}: not valid TOML: {e}") from e
-    return study_from_tables(data, path)
+    return study_from_tables(data, path, workspace=workspace)
 
 
-def study_from_tables(data: dict[str, Any], path: Path) -> Study:
+def study_from_tables(data: dict[str, Any], path: Path, *, workspace: str | None = None) -> Study:
     """Check the tables of a study file (as read from TOML at ``path``) and load them into a :class:`Study`."""
     where = f"{path}: "
     tables = {k: v for k, v in data.items()}
