@@ -272,6 +272,8 @@ def input_fingerprint(inputs: Sequence[str | os.PathLike]) -> str:
                 pass
         root = p.parent if p.is_file() else (p if is_saved_dataset(p) else document_folder(p))
         parts.append([[f.relative_to(root).as_posix(), content_sha256(f)] for f in input_files(p)] + [split])
+    if len(parts) == 1 and parts[0][0] == "manifest" and not parts[0][2]:
+        return parts[0][1]  # one whole corpus folder: its own fingerprint, so the two can be joined
     return fingerprint(parts)
 
 

@@ -36,6 +36,9 @@ def _build(root: Path) -> dict:
             seen[f"{step.id} content"] = load_tokenizer(step.output).fingerprint
         elif step.kind != "task":
             m = Manifest.read(step.output)
+            if step.kind == "shards":  # analysis joins a shard set to the corpus it was made from
+                corpus = Manifest.read(plan[f"corpus:{step.id.split(':')[1]}"].output)
+                assert m.extra["input_fingerprint"] == corpus.fingerprint
             seen[f"{step.id} manifest"] = (rel, m.fingerprint, m.extra.get("input_fingerprint"), m.account.to_dict())
         if step.kind in ("corpus", "task"):
             for f in sorted(step.output.rglob("*")):
