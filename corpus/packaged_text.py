@@ -17,13 +17,13 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from datatrove.data import Document
-from datatrove.pipeline.writers import JsonlWriter
-
 from frontload.core.fingerprint import fingerprint
 from frontload.core.manifest import Account, Manifest
 
 SOURCES = ("pydoc_topics", "stdlib_docstrings", "package_descriptions")
+# Raised whenever the same installed packages would give other texts; study fingerprints include it.
+# 2: frontload's own README is no longer a document.
+CONTENT_VERSION = 2
 MIN_CHARS = 200
 
 
@@ -95,6 +95,9 @@ def packaged_texts(sources: tuple[str, ...] = SOURCES, min_chars: int = MIN_CHAR
 
 def write_packaged_text(out_dir: str | os.PathLike, sources: tuple[str, ...] = SOURCES) -> Manifest:
     """Write the packaged English text as a corpus folder (``data/`` + ``manifest.json``)."""
+    from datatrove.data import Document
+    from datatrove.pipeline.writers import JsonlWriter
+
     out_dir = Path(out_dir)
     texts = list(packaged_texts(sources))
     fp = fingerprint("packaged_text", [hashlib.sha1(t.encode()).hexdigest() for _, t in texts])

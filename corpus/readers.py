@@ -1,4 +1,4 @@
-"""Document readers: JSONL (.jsonl, .jsonl.gz), Parquet and saved Hugging Face datasets, as datatrove steps.
+"""Document readers: JSON Lines (.jsonl, .ndjson, .json; plain, .gz, .zst), Parquet and saved HF datasets.
 
 :func:`make_reader` turns input paths (files, folders, corpus folders, ``save_to_disk`` datasets)
 into one datatrove :class:`CorpusReader` step that yields :class:`datatrove.data.Document` s and
@@ -43,8 +43,8 @@ from frontload.core.chat import ASSISTANT, END, SYSTEM, USER
 from frontload.core.errors import FrontloadError
 from frontload.core.manifest import MANIFEST_NAME
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-COMPRESSED_SUFFIXES = ("", ".gz", ".zst")  # each JSON Lines suffix may carry one of these
+JSONL_SUFFIXES = (".jsonl", ".ndjson")  # always JSON Lines; ``.json`` only when its first line is an object
+COMPRESSED_SUFFIXES = (".gz", ".zst")  # a JSON Lines file may carry one of these
 PARQUET_SUFFIXES = (".parquet",)
 BACKUP_SUFFIXES = (".bak", "~", ".tmp")  # editor and tool leftovers, never documents
 REJECT_RAW_CHARS = 500
@@ -136,7 +136,7 @@ def _string(value: Any, name: str, hint: str) -> str:
 
 # -- which files are read: one rule for every reader and for the input fingerprint --------------------
 def _strip_compression(name: str) -> str:
-    for c in COMPRESSED_SUFFIXES[1:]:
+    for c in COMPRESSED_SUFFIXES:
         if name.endswith(c):
             return name[: -len(c)]
     return name
@@ -148,7 +148,7 @@ def file_format(path: Path) -> str | None:
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
     base = _strip_compression(name)
-    if base.endswith((".jsonl", ".ndjson")):
+    if base.endswith(JSONL_SUFFIXES):
         return "jsonl"
     if base.endswith(".json"):
         return "jsonl" if _is_json_lines(path) else None
@@ -272,6 +272,8 @@ def input_fingerprint(inputs: Sequence[str | os.PathLike]) -> str:
                 pass
         root = p.parent if p.is_file() else (p if is_saved_dataset(p) else document_folder(p))
         parts.append([[f.relative_to(root).as_posix(), content_sha256(f)] for f in input_files(p)] + [split])
+    if len(parts) == 1 and parts[0][0] == "manifest" and not parts[0][2]:
+        return parts[0][1]  # one whole corpus folder: its own fingerprint, so the two can be joined
     return fingerprint(parts)
 
 
@@ -377,7 +379,6 @@ class CheckedJsonlReader(JsonlReader):
         self.checker = checker
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
-
         source = self.data_folder.resolve_paths(filepath)
         try:
             yield from self._read_lines(filepath, source)

@@ -174,18 +174,23 @@ def _verify_shards(folder: Path, m: Manifest, tokenizer: Any) -> list[str]:
     return problems
 
 
-def _count_records(files: list[Path]) -> int:
+def _count_records(files: list[Path], problems: list[str]) -> int:
+    import pyarrow as pa
+
     n = 0
     for f in files:
-        if f.name.endswith(".parquet"):
-            import pyarrow.parquet as pq
+        try:
+            if f.name.endswith(".parquet"):
+                import pyarrow.parquet as pq
 
-            n += pq.ParquetFile(f).metadata.num_rows
-        else:
-            from datatrove.io import get_datafolder
+                n += pq.ParquetFile(f).metadata.num_rows
+            else:
+                from datatrove.io import get_datafolder
 
-            with get_datafolder(str(f.parent)).open(f.name, "rb", compression="infer") as fh:
-                n += sum(1 for line in fh if line.strip())
+                with get_datafolder(str(f.parent)).open(f.name, "rb", compression="infer") as fh:
+                    n += sum(1 for line in fh if line.strip())
+        except (pa.ArrowException, OSError, EOFError) as e:  # verify reports damage, it never raises
+            problems.append(f"{f}: unreadable (damaged or truncated?): {e}")
     return n
 
 
@@ -216,7 +221,7 @@ def _verify_account(folder: Path, m: Manifest, kept: int | None) -> list[str]:
     expected = m.counts.get("rejects") if "rejects" in m.counts else sum(acc.dropped.values())
     declared = m.kind == "shards" or "rejects" in m.extra or "rejects" in m.counts
     if rejects or (declared and expected):
-        n = _count_records(rejects)
+        n = _count_records(rejects, problems)
         if n != expected:
             what = "missing" if not rejects_dir.exists() else f"{n} rejected records"
             problems.append(f"{rejects_dir}: {what}, but the account drops {expected} (deleted or edited?)")
@@ -227,7 +232,10 @@ def _verify_corpus(folder: Path, m: Manifest) -> list[str]:
     data = _data_files(folder / "data")
     if not data:
         return [f"{folder / 'data'}: no JSONL or Parquet documents"]
-    kept = _count_records(data)
+    unreadable: list[str] = []
+    kept = _count_records(data, unreadable)
+    if unreadable:
+        return unreadable
     problems = _verify_account(folder, m, kept)
     if "documents" in m.counts and m.counts["documents"] != kept:
         problems.append(f"{folder / MANIFEST_NAME}: counts say {m.counts['documents']} documents, data/ holds {kept}")

@@ -13,8 +13,10 @@
 Outputs: ``OUT/data/<rank>.jsonl`` (datatrove JSONL, contract 2), ``OUT/rejects/<step>/<rank>.jsonl``
 (each dropped record with ``metadata.filter_step`` and ``metadata.filter_reason``),
 ``OUT/run/`` (a RunFolder with one ``stats`` event per step) and ``OUT/manifest.json`` whose account
-is computed from the files themselves: ``in`` = records scored, ``kept`` = records in ``data/``,
-``dropped`` = rejects by reason; a manifest that does not balance is never written.
+is computed from the files themselves: ``in`` = records scored + input lines that were no record
+(read through the corpus stage's checked readers, kept in ``OUT/rejects/read/`` with file, line and
+reason), ``kept`` = records in ``data/``, ``dropped`` = rejects by reason; a manifest that does not
+balance is never written, and one that keeps nothing only with ``allow_empty``.
 
 Restartable: work lives in ``OUT/work/<fingerprint>/``; datatrove's completion markers skip finished
 ranks on a rerun, and a finished folder with the same fingerprint is returned as is.

@@ -38,9 +38,12 @@ DATA_KINDS = ("task", "corpus", "tokenizer", "shards")
 
 @functools.cache
 def _environment_fingerprint() -> str:
-    # Packaged text depends on what is installed; this keeps the web corpus keyed by it cheaply.
+    # Packaged text depends on what is installed and on how it is picked; this keeps the web corpus
+    # keyed by both cheaply.
+    from frontload.corpus.packaged_text import CONTENT_VERSION
+
     names = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
-    return fingerprint(sys.version_info[:2], names)
+    return fingerprint(sys.version_info[:2], names, CONTENT_VERSION)
 
 
 def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:

@@ -37,7 +37,7 @@ from frontload.core.chat import render_example
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_path, fingerprint, sha256_file
-from frontload.core.manifest import MANIFEST_NAME, Account, Manifest
+from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, require_records
 from frontload.synth.families import FAMILIES
 
 HOLDOUT = 0.05  # share of the problem-id space reserved for evaluation tasks
@@ -339,6 +339,8 @@ def write_source(
         docs, total = _gym_problems(src, account, rejects), src.n * len(src.datasets)
     with atomic_folder(out_dir, replace=overwrite, what="problem set (pass overwrite to replace it)") as tmp:
         per_family, per_difficulty, n_rejects = _write_docs(tmp, docs, rejects, total=total, desc="problems")
+        # A problem set with no problem is a wrong field or file, not a result (the staging folder goes).
+        require_records(account, out_dir, None, allow_empty=False, hint="check the source's path and field names")
         counts = {"documents": sum(per_family.values()), "rejects": n_rejects}
         counts.update({f"family:{k}": v for k, v in sorted(per_family.items())})
         manifest = Manifest(

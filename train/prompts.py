@@ -59,11 +59,11 @@ def load_prompts(path: str | os.PathLike) -> list[RLPrompt]:
         data = path / "data"
         if not data.is_dir():
             raise FrontloadError(f"{path}: a corpus folder needs a data/ folder of JSONL documents")
-        from datatrove.pipeline.readers import JsonlReader
+        from frontload.corpus.readers import read_documents
 
-        # datatrove's reader yields Documents; its default adapter keeps id and metadata.
-        reader = JsonlReader(str(data), glob_pattern="*.jsonl*", recursive=True)
-        for i, doc in enumerate(reader.run()):
+        # The corpus stage's checked reader: the same files as every reader (hidden files and backups
+        # skipped), and a damaged line is an error naming its file and line, not a silent gap.
+        for i, doc in enumerate(read_documents([data], on_error="raise")):
             prompts.append(
                 _prompt_from_fields(
                     {"id": doc.id, "metadata": doc.metadata}, f"{data} (document {i}, id {doc.id!r}): metadata"

@@ -118,12 +118,17 @@ def _first_reject(rejects: Path) -> str | None:
     return None
 
 
-def require_records(account: Account, where: str | os.PathLike, rejects: Path | None, allow_empty: bool) -> None:
+def require_records(
+    account: Account,
+    where: str | os.PathLike,
+    rejects: Path | None,
+    allow_empty: bool,
+    hint: str = "pass --allow-empty to keep an empty output",
+) -> None:
     """Refuse an output that keeps no record, unless ``allow_empty``: an empty corpus or shard set is
     almost always a wrong field name or a wrong input, and would otherwise pass every later check."""
     if allow_empty or account.kept > 0:
         return
-    hint = "pass --allow-empty to keep an empty output"
     if account.inputs == 0:
         raise EmptyOutputError(f"{where}: the input holds no records; {hint}")
     reasons = ", ".join(f"{r} ({n})" for r, n in sorted(account.dropped.items(), key=lambda kv: -kv[1]))

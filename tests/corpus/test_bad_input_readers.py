@@ -114,3 +114,23 @@ def test_tokenizer_training_counts_and_reports_bad_records(tmp_path, capsys):
     assert recorded == {"in": 42, "kept": 40, "dropped": {"malformed_json": 1, "missing_field": 1}}
     rejects = [json.loads(x) for x in (out / "rejects" / "00000.jsonl").read_text().splitlines()]
     assert [(r["line"], r["reason"]) for r in rejects] == [(6, "malformed_json"), (7, "missing_field")]
+
+
+def test_verify_names_a_damaged_parquet_file_in_a_corpus_folder(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from frontload.core.manifest import Account
+    from frontload.corpus.verify import verify_folder
+
+    folder = tmp_path / "corpus"
+    (folder / "data").mkdir(parents=True)
+    part = folder / "data" / "00000.parquet"
+    pq.write_table(pa.table({"text": [f"doc {i}" for i in range(100)]}), part)
+    Manifest(kind="corpus", fingerprint="x", counts={"documents": 100}, account=Account(inputs=100, kept=100)).write(
+        folder
+    )
+    assert verify_folder(folder) == []
+    part.write_bytes(part.read_bytes()[:100])
+    problems = verify_folder(folder)
+    assert len(problems) == 1 and problems[0].startswith(f"{part}: unreadable")

@@ -35,6 +35,9 @@ def _build(root: Path) -> dict:
             seen[f"{step.id} content"] = load_tokenizer(step.output).fingerprint
         elif step.kind != "task":
             m = Manifest.read(step.output)
+            if step.kind == "shards":  # analysis joins a shard set to the corpus it was made from
+                corpus = Manifest.read(plan[f"corpus:{step.id.split(':')[1]}"].output)
+                assert m.extra["input_fingerprint"] == corpus.fingerprint
             seen[f"{step.id} manifest"] = (rel, m.fingerprint, m.extra.get("input_fingerprint"), m.account.to_dict())
         if step.kind in ("corpus", "task"):
             for f in sorted(step.output.rglob("*")):
@@ -61,3 +64,21 @@ def test_the_web_corpus_does_not_read_this_repository_s_readme():
 
     origins = {origin for origin, _ in packaged_texts(("package_descriptions",))}
     assert origins and "package:frontload" not in origins
+
+
+def test_a_change_in_how_packaged_text_is_picked_gives_the_web_corpus_a_new_fingerprint(tmp_path, monkeypatch):
+    from frontload import runner
+    from frontload.corpus import packaged_text
+
+    study_file = tmp_path / "study.toml"
+    shutil.copyfile(TINY, study_file)
+    study = load_study(study_file)
+    study.study.workspace = str(tmp_path / "workspace")
+    before = {s.id: s.fingerprint for s in build_plan(study).ordered()}
+    monkeypatch.setattr(packaged_text, "CONTENT_VERSION", packaged_text.CONTENT_VERSION + 1)
+    runner._environment_fingerprint.cache_clear()
+    after = {s.id: s.fingerprint for s in build_plan(study).ordered()}
+    runner._environment_fingerprint.cache_clear()
+    # Same version and packages, other texts: a workspace built before must not be reused for the web corpus.
+    assert after["corpus:web"] != before["corpus:web"] and after["tokenizer"] != before["tokenizer"]
+    assert after["corpus:reasoning"] == before["corpus:reasoning"]

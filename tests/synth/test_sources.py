@@ -80,3 +80,13 @@ def test_reasoning_gym_generators(tmp_path):
     assert {r["metadata"]["family"] for r in rows} == {"gym:basic_arithmetic", "gym:chain_sum"}
     with pytest.raises(ConfigError, match="no_such_dataset"):
         write_source(tmp_path / "bad", ReasoningGymSource(datasets=["no_such_dataset"], n=2))
+
+
+def test_a_source_that_yields_no_problem_is_an_error_with_the_account(tmp_path):
+    from frontload.core.manifest import EmptyOutputError
+
+    src = tmp_path / "dups.jsonl"
+    src.write_text(json.dumps({"question": "1 + 1?", "answer": ""}) + "\n" + json.dumps({"question": "", "answer": 2}))
+    with pytest.raises(EmptyOutputError, match=r"out: 2 of 2 records dropped: .*empty_answer \(1\).*field names"):
+        write_source(tmp_path / "out", FileSource(path=str(src)))
+    assert not (tmp_path / "out").exists()
