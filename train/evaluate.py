@@ -77,7 +77,7 @@ class EvalConfig:
     top_p: float = 1.0  # nucleus sampling mass
     max_new_tokens: int = 256  # answer budget per completion (also capped by the model's context)
     pass_k: list[int] = field(default_factory=list)  # k values for pass@k; default: 2, 4, 8, ..., samples
-    batch_size: int = 32  # completions decoded together
+    batch_size: int = 256  # completions decoded together (several questions' samples; also teacher-forced rows)
     seed: int = 0  # sampling seed (per question and sample, independent of batching)
     verify_mode: str = "math"  # mode passed to verify_answer
     backend: str = (
@@ -646,7 +646,9 @@ def add_commands(subparsers) -> None:
         "--no-teacher-forced", action="store_true", help="skip answer_nll and solution_nll (one forward per batch)"
     )
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer budget per completion")
-    p.add_argument("--batch-size", type=int, default=32, help="completions decoded together")
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="completions decoded together (all samples of several questions)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--perplexity", nargs="*", default=[], help="shard set folders for held-out perplexity")
     p.add_argument(
