@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontload.analysis.schema import EVENT_TABLES, SCHEMA_VERSION, TABLE_BY_NAME, TABLES, Table
+from frontload.analysis import stats
+from frontload.analysis.schema import EVENT_TABLES, PHASE_ORDER, SCHEMA_VERSION, TABLE_BY_NAME, TABLES, Table
 from frontload.analysis.store import DB_NAME, StoreError, open_writable
-from frontload.analysis.views import PHASES_SQL, create_views
+from frontload.analysis.views import PHASES_SQL, QUESTION_SCORES_SQL, create_views
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint
 
@@ -251,10 +252,30 @@ def _study_rows(scan: _Scan, errors: list[str]) -> tuple[list[dict], list[dict]]
             "sft": arm_cfgs.get(name, {}).get("sft"),
             "rl": arm_cfgs.get(name, {}).get("rl"),
             "config": arm_cfgs.get(name),
+            **_sweep(arm_cfgs.get(name), scan.study, errors),
         }
         for i, name in enumerate(arm_names)
     ]
     return study_rows, arms
+
+
+def _sweep(arm: dict | None, where: Path | None, errors: list[str]) -> dict[str, Any]:
+    """An arm's place in a sweep: study.json's arm entry ``sweep = {"name": ..., "axes": {key: value}}``."""
+    sweep = (arm or {}).get("sweep")
+    if sweep is None:
+        return {"sweep": None, "sweep_axes": None}
+    if not isinstance(sweep, dict) or not sweep.get("name") or not isinstance(sweep.get("axes"), dict):
+        errors.append(f'{where}: arm {arm.get("name")!r}: sweep must be {{"name": ..., "axes": {{key: value}}}}')
+        return {"sweep": None, "sweep_axes": None}
+    return {"sweep": str(sweep["name"]), "sweep_axes": sweep["axes"]}
+
+
+def _study_seed(scan: _Scan, errors: list[str]) -> int:
+    """The seed of runs that do not name one: study.json's ``study.seed`` (or top-level ``seed``), else 0."""
+    study = _read_json(scan.study, errors) if scan.study else None
+    inner = (study or {}).get("study")
+    seed = (inner.get("seed") if isinstance(inner, dict) else None) or (study or {}).get("seed")
+    return _as_int(seed) or 0
 
 
 def _plan_rows(plan: dict[str, Any], rel: str, arm: str | None, phase: str | None, own_phase_only: bool) -> list[dict]:
@@ -302,6 +323,7 @@ def _plan_rows(plan: dict[str, Any], rel: str, arm: str | None, phase: str | Non
 def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> dict[str, list[dict]]:
     tables: dict[str, list[dict]] = {}
     tables["study"], tables["arms"] = _study_rows(scan, errors)
+    default_seed = _study_seed(scan, errors)
     runs, run_by_dir = [], {}
     for folder, info in scan.runs:
         rel = paths.rel(folder)
@@ -313,6 +335,8 @@ def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> di
             "stage": info.get("stage"),
             "arm": info.get("arm") or path_arm,
             "phase": info.get("phase"),
+            # The runner writes the study seed of a run at the top of its config.json (RunFolder extra).
+            "seed": _as_int(info.get("seed")) if _as_int(info.get("seed")) is not None else default_seed,
             "parent": paths.norm(info.get("parent")),
             "path": rel,
             "created": _as_float(info.get("created")),
@@ -349,6 +373,12 @@ def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> di
             }
         )
     tables["checkpoints"] = ckpts
+    # A run that names no seed but starts from (or evaluates) a checkpoint takes that checkpoint's run's seed.
+    explicit = {r["run_id"]: r["seed"] for r in runs if _as_int(r["info"].get("seed")) is not None}
+    seed_of_ckpt = {c["path"]: explicit[c["run_id"]] for c in ckpts if c["run_id"] in explicit}
+    for r in tables["runs"]:
+        if r["run_id"] not in explicit and r["parent"] in seed_of_ckpt:
+            r["seed"] = seed_of_ckpt[r["parent"]]
 
     corpora, shards = [], []
     for folder, m in scan.manifests:
@@ -485,8 +515,9 @@ class _Item:
 class _EventLoader:
     """Loads event files: big ones one per transaction, small ones many per statement (one per kind)."""
 
-    def __init__(self, con, ws: Path, paths: _Paths, report: IngestReport) -> None:
+    def __init__(self, con, ws: Path, paths: _Paths, report: IngestReport, default_seed: int = 0) -> None:
         self.con, self.ws, self.paths, self.report = con, ws, paths, report
+        self.default_seed = default_seed
         self.state = {
             row[1]: row
             for row in con.execute(
@@ -691,6 +722,21 @@ class _EventLoader:
             col = "r." + _ident(c.name)
             if c.name == "checkpoint":
                 col = self.paths.norm_sql(col)
+            elif c.name == "seed":
+                # An event naming its seed wins; else the seed its run's config.json names; else (an eval run
+                # started by hand) the seed of the run that wrote the evaluated checkpoint; else the run's
+                # defaulted seed. Runs and checkpoints are loaded before events.
+                where = [
+                    col,
+                    "(SELECT TRY_CAST(rs.info->>'seed' AS BIGINT) FROM runs rs WHERE rs.run_id = r.run_id)",
+                ]
+                if "checkpoint" in known_names:
+                    where.append(
+                        "(SELECT any_value(rs.seed) FROM checkpoints ck JOIN runs rs ON rs.run_id = ck.run_id "
+                        f"WHERE ck.path = {self.paths.norm_sql('r.checkpoint')})"
+                    )
+                where += ["(SELECT rs.seed FROM runs rs WHERE rs.run_id = r.run_id)", str(int(self.default_seed))]
+                col = f"COALESCE({', '.join(where)})"
             elif c.name == "v":
                 # Checked while inserting: an unknown version aborts the transaction, no extra scan.
                 col = f"CASE WHEN r.v IN ({versions}) THEN r.v ELSE error('{_VERSION_MARK}' || r.v::VARCHAR) END"
@@ -752,8 +798,20 @@ class _VersionError(FrontloadError):
     """An event file of an unknown schema version; collected, then raised together as :class:`IngestError`."""
 
 
-def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: bool = True) -> IngestReport:
-    """Load everything new in ``workspace`` into ``workspace/frontload.duckdb``; returns what was added."""
+def ingest(
+    workspace: str | os.PathLike,
+    *,
+    rebuild: bool = False,
+    progress: bool = True,
+    resamples: int | None = None,
+    bootstrap_seed: int | None = None,
+) -> IngestReport:
+    """Load everything new in ``workspace`` into ``workspace/frontload.duckdb``; returns what was added.
+
+    The intervals (``score_intervals``, ``gain_intervals``) are recomputed when anything changed or the
+    bootstrap settings differ from the stored ones: ``resamples`` and ``bootstrap_seed`` given here, else
+    study.json's ``analysis`` table (``resamples``, ``bootstrap_seed``), else 2000 and 0.
+    """
     started = time.perf_counter()
     ws = Path(workspace)
     if not ws.is_dir():
@@ -785,20 +843,25 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
 
         run_ids = {folder: info["run_id"] for folder, info in scan.runs}
         report.event_files = len(scan.events)
-        loader = _EventLoader(con, ws, paths, report)
+        loader = _EventLoader(con, ws, paths, report, _study_seed(scan, []))
         try:
             loader.load_all(scan.events, run_ids, progress)
             errors += loader.version_errors
         finally:
             loader.close()
 
+        settings = _bootstrap_settings(scan, resamples, bootstrap_seed, errors)
+        before = con.execute("SELECT any_value(resamples), any_value(bootstrap_seed) FROM store_info").fetchone()
         con.execute("BEGIN TRANSACTION")
         if changed or loader.changed:
             con.execute("DELETE FROM phases")
             con.execute(PHASES_SQL)
+        if changed or loader.changed or tuple(before) != settings:
+            _intervals(con, *settings)
         con.execute("DELETE FROM store_info")
         con.execute(
-            "INSERT INTO store_info VALUES (?, ?, ?, ?)", [SCHEMA_VERSION, str(ws.resolve()), time.time(), small_fp]
+            "INSERT INTO store_info VALUES (?, ?, ?, ?, ?, ?)",
+            [SCHEMA_VERSION, str(ws.resolve()), time.time(), small_fp, *settings],
         )
         con.execute("COMMIT")
         if changed or loader.changed:
@@ -810,6 +873,52 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
         more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
         raise IngestError(f"{errors[0]}{more}; everything else was ingested into {db_path}")
     return report
+
+
+def _bootstrap_settings(scan: _Scan, resamples: int | None, seed: int | None, errors: list[str]) -> tuple[int, int]:
+    study = _read_json(scan.study, []) if scan.study else None
+    table = (study or {}).get("analysis") if isinstance((study or {}).get("analysis"), dict) else {}
+    resamples = resamples if resamples is not None else _as_int(table.get("resamples"))
+    seed = seed if seed is not None else _as_int(table.get("bootstrap_seed"))
+    resamples = stats.RESAMPLES if resamples is None else resamples
+    if resamples < 1:
+        errors.append(f"bootstrap resamples must be >= 1, got {resamples}")
+        resamples = stats.RESAMPLES
+    return resamples, stats.BOOTSTRAP_SEED if seed is None else seed
+
+
+def _intervals(con, resamples: int, seed: int) -> None:
+    """Fill score_intervals and gain_intervals from the per-question scores (hierarchical bootstrap)."""
+    scores: dict[tuple[str, str, str, str], dict[int, dict[str, float]]] = {}
+    for arm, s, phase, task, metric, qid, value in con.execute(QUESTION_SCORES_SQL).fetchall():
+        scores.setdefault((arm, phase, task, metric), {}).setdefault(s, {})[qid] = value
+    baseline = con.execute("SELECT arm FROM arms WHERE is_baseline ORDER BY arm_order LIMIT 1").fetchone()
+    baseline = baseline[0] if baseline else None
+    score_rows, gains = [], {}
+    for (arm, phase, task, metric), by_seed in sorted(scores.items()):
+        iv = stats.bootstrap({k: list(v.values()) for k, v in by_seed.items()}, resamples=resamples, seed=seed)
+        if iv is not None:
+            score_rows.append((arm, phase, task, metric, iv.mean, iv.low, iv.high, iv.se, iv.n_seeds, iv.n_questions))
+        base = scores.get((baseline, phase, task, metric))
+        if arm != baseline and base is not None:
+            paired = stats.paired_gains(by_seed, base, metric)
+            gain = stats.bootstrap(paired, resamples=resamples, seed=seed)
+            if gain is not None:
+                gains.setdefault((arm, task, metric), {})[phase] = gain
+    order = {p: i for i, p in enumerate(PHASE_ORDER)}
+    gain_rows = []
+    for (arm, task, metric), by_phase in sorted(gains.items()):
+        phases = sorted(by_phase, key=lambda p: (order.get(p, len(order)), p))
+        verdict = stats.verdict([by_phase[p] for p in phases])
+        for p in phases:
+            g = by_phase[p]
+            gain_rows.append(
+                (arm, baseline, p, task, metric, g.mean, g.low, g.high, g.se, g.n_seeds, g.n_questions, verdict)
+            )
+    for name, rows in (("score_intervals", score_rows), ("gain_intervals", gain_rows)):
+        table = TABLE_BY_NAME[name]
+        con.execute(f"DELETE FROM {name}")
+        _insert_rows(con, table, [dict(zip((c.name for c in table.columns), row)) for row in rows])
 
 
 def _prepare(con, db_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_exports_and_other_readers(ingested, tmp_path, capsys):
     con = duckdb.connect(str(ingested / "frontload.duckdb"), read_only=True)
     try:
         assert len(con.sql(sql).df()) == expected.height
-        assert con.sql("SELECT * FROM persistence").pl().height == 2 * 5
+        assert con.sql("SELECT * FROM persistence").pl().height == 2 * (2 * 3 * 3 + 1)  # arm, task, metric, phase
     finally:
         con.close()
 
@@ -113,7 +113,7 @@ def test_report_prints_tables_and_writes_plots(study_ws, capsys):
     assert set(paths.plots) == {"loss_curves", "scores_by_phase", "rl_reward", "data_mix"}
     for p in paths.plots.values():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
-    assert pl.read_csv(paths.tables["persistence"]).height == 2 * 5
+    assert pl.read_csv(paths.tables["persistence"]).height == 2 * (2 * 3 * 3 + 1)
     ab = paths.ablation
     assert ab.columns[:2] == ["arm", "phase"] and ab.height == 9
     row = ab.filter((pl.col("arm") == "front_loaded") & (pl.col("phase") == "rl"))
