@@ -144,6 +144,9 @@ def test_sweep_view_reads_the_arms_sweep_axes(tmp_path):
     assert sw["gain"].to_list() == pytest.approx([0.55 - 0.45, 0.60 - 0.45])
     assert (sw["ci_low"] <= sw["gain"]).all() and (sw["gain"] <= sw["ci_high"]).all()
     assert query(ws, "SELECT DISTINCT sweep, axis FROM sweep").rows() == [("share", "reasoning_share")]
+    from frontload.analysis import report
+
+    assert report(ws, echo=False, ingest_first=False).plots["sweep"].stat().st_size > 10_000
 
 
 def test_ablation_uses_the_last_checkpoint_of_each_phase_and_data_mix_sums_stages(study_ws):
