@@ -1,4 +1,5 @@
-"""Evaluation of a checkpoint: answer accuracy on task files and held-out perplexity on shard sets.
+r"""Evaluation of a checkpoint: answer accuracy and pass@k on task files, teacher-forced answer and solution
+NLL, and held-out perplexity on shard sets.
 
 A task is any JSONL/Parquet file, folder, corpus folder or saved Hugging Face dataset with a question
 and a gold answer field (read through :mod:`frontload.corpus.readers`, strictly: a bad record stops
@@ -238,6 +239,13 @@ def _answer_item(tokenizer, qi: int, prompt_ids: list[int], gold: str) -> _Score
     return _Scored(question=qi, metric="answer_nll", ids=prompt_ids + ids, start=p + first, end=p + last + 1)
 
 
+FORWARD_TOKENS = 16384  # most positions in one scoring forward: its logits are positions x vocabulary floats
+
+
+def _rows_per_forward(batch_size: int, width: int) -> int:
+    return max(1, min(batch_size, FORWARD_TOKENS // max(1, width)))
+
+
 def teacher_forced_nll(model, items: list[_Scored], batch_size: int) -> list[tuple[float | None, int]]:
     """Mean NLL per scored token of each item, and how many tokens were scored, from batched forwards.
 
@@ -257,9 +265,12 @@ def teacher_forced_nll(model, items: list[_Scored], batch_size: int) -> list[tup
     bare.eval()
     try:
         with torch.no_grad():
-            for b in range(0, len(order), batch_size):
-                chunk = order[b : b + batch_size]
-                width = min(context, max(len(items[i].ids) - 1 for i in chunk))
+            b = 0
+            while b < len(order):
+                # Longest first: the first row of a chunk sets its width, and the token budget its rows.
+                width = min(context, len(items[order[b]].ids) - 1)
+                chunk = order[b : b + _rows_per_forward(batch_size, width)]
+                b += len(chunk)
                 x = torch.zeros((len(chunk), width), dtype=torch.long)
                 y = torch.zeros((len(chunk), width), dtype=torch.long)
                 m = torch.zeros((len(chunk), width))
@@ -469,9 +480,10 @@ def perplexity(
     bare.eval()
     try:
         with torch.no_grad():
-            for start in range(0, n_windows, config.batch_size):
-                batch = range(start, min(n_windows, start + config.batch_size))
-                width = min(seq, len(tokens) - 1)
+            width = min(seq, len(tokens) - 1)
+            rows = _rows_per_forward(config.batch_size, width)
+            for start in range(0, n_windows, rows):
+                batch = range(start, min(n_windows, start + rows))
                 x = torch.stack([torch.from_numpy(tokens[w * seq : w * seq + width]) for w in batch]).to(device)
                 y = torch.stack([torch.from_numpy(tokens[w * seq + 1 : w * seq + width + 1]) for w in batch]).to(
                     device
