@@ -289,6 +289,7 @@ TABLES: tuple[Table, ...] = (
         "rollouts",
         "rollouts",
         "RL rollouts with their rewards (`rollouts` events).",
+        _c("seed", "BIGINT", "study seed: the event's own `seed`, else its run's (runs.seed)"),
         _c("step", "BIGINT", "RL step"),
         _c("prompt_id", "VARCHAR", "problem id"),
         _c("prompt", "VARCHAR", "the prompt"),

@@ -81,7 +81,16 @@ def test_persistence_from_the_command_line_matches_hand_computed_gains(study_ws,
 
 def test_seeds_reach_every_table_and_power_and_ablation_intervals(study_ws):
     ingest(study_ws, progress=False)
-    for table in ("runs", "evals", "question_scores", "metrics", "predictions", "phases", "scores_by_seed"):
+    for table in (
+        "runs",
+        "evals",
+        "question_scores",
+        "metrics",
+        "predictions",
+        "rollouts",
+        "phases",
+        "scores_by_seed",
+    ):
         # Data stages (corpora, shards) are shared by every seed and carry the study seed.
         arms = (
             "arm IS NOT NULL"

@@ -152,14 +152,17 @@ def test_vllm_backend_gives_the_same_answers(ckpt, tmp_path):
         tmp_path / "t.jsonl",
         [{"id": "a", "question": "What is 6 * 7?", "answer": "42"}, {"id": "b", "question": "2 + 2?", "answer": "4"}],
     )
-    runs = {}
+    runs, nll = {}, {}
     for backend in ("megatron", "vllm"):
         with RunFolder(tmp_path / backend, stage="eval", config={}) as run:
             results = evaluate(ckpt, [TaskSpec(path=str(task))], EvalConfig(max_new_tokens=24, backend=backend), run)
-        assert [(r.metric, r.value) for r in results] == [("accuracy", 0.5)]
+        assert [(r.metric, r.value) for r in results if r.metric == "accuracy"] == [("accuracy", 0.5)]
+        # Teacher-forced metrics always come from the Megatron model itself: the same on both back ends.
+        nll[backend] = next(r.value for r in results if r.metric == "answer_nll")
         runs[backend], _ = read_events(tmp_path / backend / "events/predictions.rank0.jsonl")
     fields = ("question_id", "completion", "prediction", "verdict", "finish_reason", "length")
     assert [[p[f] for f in fields] for p in runs["vllm"]] == [[p[f] for f in fields] for p in runs["megatron"]]
+    assert nll["vllm"] == nll["megatron"]
 
 
 def _hand_nll(model, prompt_ids, response_ids, lo, hi):
