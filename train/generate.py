@@ -73,8 +73,10 @@ def _choose(
         cum = probs.cumsum(-1)
         probs = probs.masked_fill(cum - probs >= top_p, 0.0)
     cum = probs.cumsum(-1)
-    # Inverse-CDF sampling with one uniform draw per row from that row's own generator.
+    # Inverse-CDF sampling with one uniform draw per row from that row's own generator: the first index whose
+    # cumulative mass reaches u. u > 0, so a token of zero probability (a flat step of cum) is never picked.
     u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cum.device) * cum[:, -1]
+    u = u.clamp_min(torch.finfo(cum.dtype).tiny)
     pick = torch.searchsorted(cum, u[:, None]).clamp_max(cum.shape[-1] - 1)
     ids = (pick if order is None else order.gather(-1, pick))[:, 0]
     return ids, logp.gather(-1, ids[:, None])[:, 0]
