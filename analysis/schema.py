@@ -481,7 +481,8 @@ VIEWS: tuple[View, ...] = (
             _c(
                 "min_detectable_gain",
                 "DOUBLE",
-                "smallest true gain found with 80% power by a two-sided 5% test: (1.96 + 0.84) x se",
+                "smallest true gain found with 80% power by a two-sided 5% test: (1.96 + 0.84) x se; null when "
+                "se = 0 (the paired gains never vary, e.g. both arms score 0 on every question: nothing is detectable)",
             ),
         ),
     ),

@@ -128,7 +128,10 @@ ORDER BY g.arm_order, g.arm, g.task, g.metric, g.phase_order, g.phase
 """,
     "power": f"""
 SELECT i.arm, i.task, i.metric, i.phase, {phase_order_sql("i.phase")} AS phase_order, i.n_seeds, i.n_questions,
-       i.gain, i.se, (i.ci_high - i.ci_low) / 2 AS half_width, {Z_ALPHA + Z_POWER!r} * i.se AS min_detectable_gain
+       i.gain, i.se, (i.ci_high - i.ci_low) / 2 AS half_width,
+       -- gains that do not vary at all (both arms scored 0 on every question: a metric on the floor) say
+       -- nothing about what could be detected
+       CASE WHEN i.se > 0 THEN {Z_ALPHA + Z_POWER!r} * i.se END AS min_detectable_gain
 FROM gain_intervals i LEFT JOIN arms a ON a.arm = i.arm
 ORDER BY a.arm_order, i.arm, i.task, i.metric, phase_order, i.phase
 """,
