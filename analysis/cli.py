@@ -28,6 +28,10 @@ def add_commands(sub) -> None:
     ing.add_argument("workspace", type=Path, help="the study workspace folder")
     ing.add_argument("--rebuild", action="store_true", help="delete the store first and ingest everything again")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.add_argument(
+        "--resamples", type=int, default=None, help="bootstrap resamples for the intervals (default 2000)"
+    )
+    ing.add_argument("--bootstrap-seed", type=int, default=None, help="the bootstrap's seed (default 0)")
     ing.set_defaults(func=_ingest)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query on a workspace's store (no query: interactive prompt)")
@@ -58,7 +62,13 @@ def add_commands(sub) -> None:
 def _ingest(args: argparse.Namespace) -> int:
     from frontload.analysis.ingest import ingest
 
-    result = ingest(args.workspace, rebuild=args.rebuild, progress=not args.quiet)
+    result = ingest(
+        args.workspace,
+        rebuild=args.rebuild,
+        progress=not args.quiet,
+        resamples=args.resamples,
+        bootstrap_seed=args.bootstrap_seed,
+    )
     print(result.summary())
     return 0
 

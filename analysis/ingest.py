@@ -27,13 +27,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from frontload.analysis import stats
 from frontload.analysis.ingest_events import EventLoader
-from frontload.analysis.ingest_files import Paths, insert_rows, scan, small_tables
+from frontload.analysis.ingest_files import (
+    Paths,
+    Scan,
+    _as_int,
+    _read_json,
+    insert_rows,
+    scan,
+    small_tables,
+    study_seed,
+)
 from frontload.analysis.schema import SCHEMA_VERSION, TABLE_BY_NAME, TABLES
 from frontload.analysis.store import DB_NAME, StoreError, open_writable, writer_lock
-from frontload.analysis.views import PHASES_SQL, create_views
+from frontload.analysis.views import PHASES_SQL, QUESTION_SCORES_SQL, create_views
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint
+from frontload.core.phases import PHASES
 
 
 class IngestError(FrontloadError):
@@ -68,8 +79,20 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: bool = True) -> IngestReport:
-    """Load everything new in ``workspace`` into ``workspace/frontload.duckdb``; returns what was added."""
+def ingest(
+    workspace: str | os.PathLike,
+    *,
+    rebuild: bool = False,
+    progress: bool = True,
+    resamples: int | None = None,
+    bootstrap_seed: int | None = None,
+) -> IngestReport:
+    """Load everything new in ``workspace`` into ``workspace/frontload.duckdb``; returns what was added.
+
+    The intervals (``score_intervals``, ``gain_intervals``) are recomputed when anything changed or the
+    bootstrap settings differ from the stored ones: ``resamples`` and ``bootstrap_seed`` given here, else
+    study.json's ``analysis`` table (``resamples``, ``bootstrap_seed``), else 2000 and 0.
+    """
     started = time.perf_counter()
     ws = Path(workspace)
     if not ws.is_dir():
@@ -80,7 +103,7 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
             for p in (db_path, db_path.with_name(db_path.name + ".wal")):
                 p.unlink(missing_ok=True)
         report = IngestReport(workspace=ws, db_path=db_path)
-        errors = _ingest_locked(ws, db_path, report, progress)
+        errors = _ingest_locked(ws, db_path, report, progress, (resamples, bootstrap_seed))
     report.seconds = time.perf_counter() - started
     if errors:
         more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
@@ -88,7 +111,9 @@ def ingest(workspace: str | os.PathLike, *, rebuild: bool = False, progress: boo
     return report
 
 
-def _ingest_locked(ws: Path, db_path: Path, report: IngestReport, progress: bool) -> list[str]:
+def _ingest_locked(
+    ws: Path, db_path: Path, report: IngestReport, progress: bool, bootstrap: tuple[int | None, int | None]
+) -> list[str]:
     errors: list[str] = []
     paths = Paths(ws)
     found = scan(ws, errors)
@@ -111,20 +136,25 @@ def _ingest_locked(ws: Path, db_path: Path, report: IngestReport, progress: bool
 
         run_ids = {folder: info["run_id"] for folder, info in found.runs}
         report.event_files = len(found.events)
-        loader = EventLoader(con, ws, paths, report)
+        loader = EventLoader(con, ws, paths, report, study_seed(found, []))
         try:
             loader.load_all(found.events, run_ids, progress)
             errors += loader.version_errors
         finally:
             loader.close()
 
+        settings = _bootstrap_settings(found, *bootstrap, errors)
+        before = con.execute("SELECT any_value(resamples), any_value(bootstrap_seed) FROM store_info").fetchone()
         con.execute("BEGIN TRANSACTION")
         if changed or loader.changed:
             con.execute("DELETE FROM phases")
             con.execute(PHASES_SQL)
+        if changed or loader.changed or tuple(before) != settings:
+            _intervals(con, *settings)
         con.execute("DELETE FROM store_info")
         con.execute(
-            "INSERT INTO store_info VALUES (?, ?, ?, ?)", [SCHEMA_VERSION, str(ws.resolve()), time.time(), small_fp]
+            "INSERT INTO store_info VALUES (?, ?, ?, ?, ?, ?)",
+            [SCHEMA_VERSION, str(ws.resolve()), time.time(), small_fp, *settings],
         )
         con.execute("COMMIT")
         if changed or loader.changed:
@@ -132,6 +162,52 @@ def _ingest_locked(ws: Path, db_path: Path, report: IngestReport, progress: bool
     finally:
         con.close()
     return errors
+
+
+def _bootstrap_settings(found: Scan, resamples: int | None, seed: int | None, errors: list[str]) -> tuple[int, int]:
+    study = _read_json(found.study, []) if found.study else None
+    table = (study or {}).get("analysis") if isinstance((study or {}).get("analysis"), dict) else {}
+    resamples = resamples if resamples is not None else _as_int(table.get("resamples"))
+    seed = seed if seed is not None else _as_int(table.get("bootstrap_seed"))
+    resamples = stats.RESAMPLES if resamples is None else resamples
+    if resamples < 1:
+        errors.append(f"bootstrap resamples must be >= 1, got {resamples}")
+        resamples = stats.RESAMPLES
+    return resamples, stats.BOOTSTRAP_SEED if seed is None else seed
+
+
+def _intervals(con, resamples: int, seed: int) -> None:
+    """Fill score_intervals and gain_intervals from the per-question scores (hierarchical bootstrap)."""
+    scores: dict[tuple[str, str, str, str], dict[int, dict[str, float]]] = {}
+    for arm, s, phase, task, metric, qid, value in con.execute(QUESTION_SCORES_SQL).fetchall():
+        scores.setdefault((arm, phase, task, metric), {}).setdefault(s, {})[qid] = value
+    baseline = con.execute("SELECT arm FROM arms WHERE is_baseline ORDER BY arm_order LIMIT 1").fetchone()
+    baseline = baseline[0] if baseline else None
+    score_rows, gains = [], {}
+    for (arm, phase, task, metric), by_seed in sorted(scores.items()):
+        iv = stats.bootstrap({k: list(v.values()) for k, v in by_seed.items()}, resamples=resamples, seed=seed)
+        if iv is not None:
+            score_rows.append((arm, phase, task, metric, iv.mean, iv.low, iv.high, iv.se, iv.n_seeds, iv.n_questions))
+        base = scores.get((baseline, phase, task, metric))
+        if arm != baseline and base is not None:
+            paired = stats.paired_gains(by_seed, base, metric)
+            gain = stats.bootstrap(paired, resamples=resamples, seed=seed)
+            if gain is not None:
+                gains.setdefault((arm, task, metric), {})[phase] = gain
+    order = {p: i for i, p in enumerate(PHASES)}
+    gain_rows = []
+    for (arm, task, metric), by_phase in sorted(gains.items()):
+        phases = sorted(by_phase, key=lambda p: (order.get(p, len(order)), p))
+        verdict = stats.verdict([by_phase[p] for p in phases])
+        for p in phases:
+            g = by_phase[p]
+            gain_rows.append(
+                (arm, baseline, p, task, metric, g.mean, g.low, g.high, g.se, g.n_seeds, g.n_questions, verdict)
+            )
+    for name, rows in (("score_intervals", score_rows), ("gain_intervals", gain_rows)):
+        table = TABLE_BY_NAME[name]
+        con.execute(f"DELETE FROM {name}")
+        insert_rows(con, table, [dict(zip((c.name for c in table.columns), row)) for row in rows])
 
 
 def _prepare(con, db_path: Path) -> None:

@@ -102,8 +102,9 @@ class _Item:
 class EventLoader:
     """Loads event files: big ones one per transaction, small ones many per statement (one per kind)."""
 
-    def __init__(self, con, ws: Path, paths: Paths, report: IngestReport) -> None:
+    def __init__(self, con, ws: Path, paths: Paths, report: IngestReport, default_seed: int = 0) -> None:
         self.con, self.ws, self.paths, self.report = con, ws, paths, report
+        self.default_seed = default_seed
         self.state = {
             row[1]: row
             for row in con.execute(
@@ -316,6 +317,19 @@ class EventLoader:
             raise _Grew
         return added, bad
 
+    def _seed_sql(self, col: str, has_checkpoint: bool) -> str:
+        # An event naming its seed wins; else the seed its run's config.json names; else (an eval run
+        # started by hand) the seed of the run that wrote the evaluated checkpoint; else the run's
+        # defaulted seed. Runs and checkpoints are loaded before events.
+        where = [col, "(SELECT TRY_CAST(rs.info->>'seed' AS BIGINT) FROM runs rs WHERE rs.run_id = r.run_id)"]
+        if has_checkpoint:
+            where.append(
+                "(SELECT any_value(rs.seed) FROM checkpoints ck JOIN runs rs ON rs.run_id = ck.run_id "
+                f"WHERE ck.path = {self.paths.norm_sql('r.checkpoint')})"
+            )
+        where += ["(SELECT rs.seed FROM runs rs WHERE rs.run_id = r.run_id)", str(int(self.default_seed))]
+        return f"COALESCE({', '.join(where)})"
+
     def _insert_query(self, items: list[_Item], sources: list[Path], listing: str) -> str:
         """The INSERT … SELECT that reads ``sources`` with the table's typed columns plus any extra keys as JSON.
 
@@ -353,6 +367,8 @@ class EventLoader:
             col = "r." + _ident(c.name)
             if c.name == "checkpoint":
                 col = self.paths.norm_sql(col)
+            elif c.name == "seed":
+                col = self._seed_sql(col, "checkpoint" in known_names)
             elif c.name == "v":
                 # Checked while inserting: an unknown version aborts the transaction, no extra scan.
                 col = f"CASE WHEN r.v IN ({versions}) THEN r.v ELSE error('{_VERSION_MARK}' || r.v::VARCHAR) END"

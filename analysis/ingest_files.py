@@ -196,10 +196,32 @@ def _study_rows(scan: Scan, errors: list[str]) -> tuple[list[dict], list[dict]]:
             "sft": arm_cfgs.get(name, {}).get("sft"),
             "rl": arm_cfgs.get(name, {}).get("rl"),
             "config": arm_cfgs.get(name),
+            **_sweep(arm_cfgs.get(name), scan.study, errors),
         }
         for i, name in enumerate(arm_names)
     ]
     return study_rows, arms
+
+
+def _sweep(arm: dict | None, where: Path | None, errors: list[str]) -> dict[str, Any]:
+    """An arm's place in a sweep: study.json's arm entry ``sweep = {"template": ARM, "axes": {axis: value}}``
+    (as the runner writes it; ``name`` is accepted for ``template``)."""
+    sweep = (arm or {}).get("sweep")
+    if sweep is None:
+        return {"sweep": None, "sweep_axes": None}
+    name = sweep.get("template") or sweep.get("name") if isinstance(sweep, dict) else None
+    if not name or not isinstance(sweep.get("axes"), dict):
+        errors.append(f'{where}: arm {arm.get("name")!r}: sweep must be {{"template": ..., "axes": {{axis: value}}}}')
+        return {"sweep": None, "sweep_axes": None}
+    return {"sweep": str(name), "sweep_axes": sweep["axes"]}
+
+
+def study_seed(scan: Scan, errors: list[str]) -> int:
+    """The seed of runs that do not name one: study.json's ``study.seed`` (or top-level ``seed``), else 0."""
+    study = _read_json(scan.study, errors) if scan.study else None
+    inner = (study or {}).get("study")
+    seed = (inner.get("seed") if isinstance(inner, dict) else None) or (study or {}).get("seed")
+    return _as_int(seed) or 0
 
 
 def _plan_rows(plan: dict[str, Any], rel: str, arm: str | None, phase: str | None, own_phase_only: bool) -> list[dict]:
@@ -248,14 +270,24 @@ def small_tables(ws: Path, paths: Paths, scan: Scan, errors: list[str]) -> dict[
     """Rows of every small-file table (study, arms, runs, checkpoints, corpora, shards, mix_plan)."""
     tables: dict[str, list[dict]] = {}
     tables["study"], tables["arms"] = _study_rows(scan, errors)
-    tables["runs"], run_by_dir = _run_rows(paths, scan)
+    tables["runs"], run_by_dir = _run_rows(paths, scan, study_seed(scan, errors))
     tables["checkpoints"] = _checkpoint_rows(paths, scan, run_by_dir, errors)
+    _inherit_seeds(tables["runs"], tables["checkpoints"])
     tables["corpora"], tables["shards"] = _manifest_rows(paths, scan)
     tables["mix_plan"] = _mix_plan_rows(ws, paths, scan, run_by_dir, errors)
     return tables
 
 
-def _run_rows(paths: Paths, scan: Scan) -> tuple[list[dict], dict[Path, dict]]:
+def _inherit_seeds(runs: list[dict], ckpts: list[dict]) -> None:
+    # A run that names no seed but starts from (or evaluates) a checkpoint takes that checkpoint's run's seed.
+    explicit = {r["run_id"]: r["seed"] for r in runs if _as_int(r["info"].get("seed")) is not None}
+    seed_of_ckpt = {c["path"]: explicit[c["run_id"]] for c in ckpts if c["run_id"] in explicit}
+    for r in runs:
+        if r["run_id"] not in explicit and r["parent"] in seed_of_ckpt:
+            r["seed"] = seed_of_ckpt[r["parent"]]
+
+
+def _run_rows(paths: Paths, scan: Scan, default_seed: int) -> tuple[list[dict], dict[Path, dict]]:
     """One row per run id, and every run folder's row (checkpoints and plans name their run by folder)."""
     runs, run_by_dir = [], {}
     for folder, info in scan.runs:
@@ -268,6 +300,8 @@ def _run_rows(paths: Paths, scan: Scan) -> tuple[list[dict], dict[Path, dict]]:
             "stage": info.get("stage"),
             "arm": info.get("arm") or path_arm,
             "phase": info.get("phase"),
+            # The runner writes the study seed of a run at the top of its config.json (RunFolder extra).
+            "seed": _as_int(info.get("seed")) if _as_int(info.get("seed")) is not None else default_seed,
             "parent": paths.norm(info.get("parent")),
             "path": rel,
             "created": _as_float(info.get("created")),

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from frontload.analysis.stats import direction
 from frontload.analysis.store import connect, execute_read
 from frontload.core.phases import PHASES
 from frontload.core.workspace import Workspace
@@ -44,7 +45,7 @@ class ReportPaths:
     plots: dict[str, Path] = field(default_factory=dict)
     html: Path | None = None
     ablation: object = None  # polars.DataFrame: ablation pivoted to arm x phase rows, one column per task/metric
-    persistence: object = None  # polars.DataFrame: the persistence view
+    persistence: object = None  # polars.DataFrame: the persistence view (one row per arm, task, metric, phase)
 
 
 def _frames(workspace: Path) -> dict[str, object]:
@@ -59,6 +60,8 @@ def _frames(workspace: Path) -> dict[str, object]:
             "arms": arms,
             "ablation": q("SELECT * FROM ablation"),
             "persistence": q("SELECT * FROM persistence"),
+            "power": q("SELECT * FROM power"),
+            "sweep": q("SELECT * FROM sweep"),
             "data_mix": q("SELECT * FROM data_mix"),
             "loss": q(_CURVES_SQL.format(col="loss", points=MAX_POINTS, extra="", extra_agg="")),
             "reward": q(
@@ -126,38 +129,223 @@ def _plot_loss(frame, colors, path: Path) -> Path | None:
     return path
 
 
+def _headline(frame):
+    """Rows of the headline metrics: pass@k with k > 1 has a plot of its own (the pass@k curves)."""
+    import polars as pl
+
+    return frame.filter(~pl.col("metric").str.contains(r"^pass@([2-9]|\d\d+)$"))
+
+
+def _panel_grid(n: int, width: float = 4.4, height: float = 3.4):
+    import matplotlib.pyplot as plt
+
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for k in range(n, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    return fig, [axes[k // cols][k % cols] for k in range(n)]
+
+
+def _arm_offsets(colors) -> dict[str, float]:
+    # Arms side by side around each phase tick, so their interval bars do not hide one another.
+    n = len(colors)
+    return {arm: (i - (n - 1) / 2) * 0.08 for i, arm in enumerate(colors)}
+
+
 def _plot_scores(ablation, colors, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import polars as pl
 
+    ablation = _headline(ablation)
     if ablation.is_empty():
         return None
     panels = ablation.select("task", "metric").unique().sort("task", "metric").rows()
-    cols = min(3, len(panels))
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = _panel_grid(len(panels))
     phases = _ordered_phases(set(ablation["phase"].to_list()))
-    for k, (task, metric) in enumerate(panels):
-        ax = axes[k // cols][k % cols]
+    offsets = _arm_offsets(colors)
+    for ax, (task, metric) in zip(axes, panels):
         panel = ablation.filter((pl.col("task") == task) & (pl.col("metric") == metric))
         for arm, color in colors.items():
             part = panel.filter(pl.col("arm") == arm)
             if part.is_empty():
                 continue
-            xs = [phases.index(p) for p in part["phase"].to_list()]
-            order = sorted(range(len(xs)), key=xs.__getitem__)
-            ax.plot([xs[i] for i in order], [part["value"][i] for i in order], "o-", color=color, label=arm)
+            part = part.with_columns(pl.col("phase").replace_strict(phases, list(range(len(phases)))).alias("x"))
+            part = part.sort("x")
+            xs = [x + offsets[arm] for x in part["x"].to_list()]
+            ax.plot(xs, part["value"].to_list(), "o-", color=color, label=arm)
+            if "ci_low" in part.columns and part["ci_low"].null_count() < part.height:
+                has = part.filter(pl.col("ci_low").is_not_null())
+                hx = [x + offsets[arm] for x in has["x"].to_list()]
+                mean = has["mean"].to_numpy()
+                err = [mean - has["ci_low"].to_numpy(), has["ci_high"].to_numpy() - mean]
+                ax.errorbar(hx, mean, yerr=err, fmt="none", ecolor=color, elinewidth=1.2, capsize=3)
         ax.set_xticks(range(len(phases)), phases)
-        ax.set_title(f"{task}\n{metric}", fontsize=9)
+        better = "lower is better" if direction(metric) < 0 else "higher is better"
+        ax.set_title(f"{task}\n{metric} ({better})", fontsize=9)
         ax.grid(alpha=0.3)
-    for k in range(len(panels), rows * cols):
-        axes[k // cols][k % cols].axis("off")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("score after each phase")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("score after each phase (bars: 95% interval over seeds and questions)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_gains(persistence, colors, path: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    persistence = _headline(persistence)
+    if persistence.is_empty():
+        return None
+    panels = persistence.select("task", "metric").unique().sort("task", "metric").rows()
+    fig, axes = _panel_grid(len(panels))
+    phases = _ordered_phases(set(persistence["phase"].to_list()))
+    for ax, (task, metric) in zip(axes, panels):
+        panel = persistence.filter((pl.col("task") == task) & (pl.col("metric") == metric))
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for arm, color in colors.items():
+            part = panel.filter(pl.col("arm") == arm)
+            if part.is_empty():
+                continue
+            part = part.with_columns(pl.col("phase").replace_strict(phases, list(range(len(phases)))).alias("x"))
+            part = part.sort("x")
+            verdict = part["verdict"].drop_nulls()
+            label = f"{arm}: {verdict[0]}" if len(verdict) else arm
+            ax.plot(part["x"].to_list(), part["gain"].to_list(), "o-", color=color, label=label)
+            has = part.filter(pl.col("ci_low").is_not_null())
+            if not has.is_empty():
+                ax.fill_between(
+                    has["x"].to_list(), has["ci_low"].to_list(), has["ci_high"].to_list(), color=color, alpha=0.18
+                )
+        ax.set_xticks(range(len(phases)), phases)
+        ax.set_title(f"{task}\n{metric}: gain over baseline", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("gain over the baseline after each phase (band: 95% interval; above 0 = better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_pass_k(ablation, colors, path: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    curves = ablation.filter(pl.col("metric").str.contains(r"^pass@\d+$")).with_columns(
+        pl.col("metric").str.slice(5).cast(pl.Int64).alias("k")
+    )
+    if curves.is_empty() or curves["k"].max() < 2:
+        return None
+    tasks = sorted(set(curves["task"].to_list()))
+    phases = _ordered_phases(set(curves["phase"].to_list()))
+    fig, axes = plt.subplots(
+        len(tasks), len(phases), figsize=(4.0 * len(phases), 3.2 * len(tasks)), squeeze=False, sharey="row"
+    )
+    for r, task in enumerate(tasks):
+        for c, phase in enumerate(phases):
+            ax = axes[r][c]
+            panel = curves.filter((pl.col("task") == task) & (pl.col("phase") == phase))
+            for arm, color in colors.items():
+                part = panel.filter(pl.col("arm") == arm).sort("k")
+                if part.is_empty():
+                    continue
+                ax.plot(part["k"].to_list(), part["value"].to_list(), "o-", color=color, label=arm, markersize=4)
+                has = part.filter(pl.col("ci_low").is_not_null())
+                if has.height > 1:
+                    ax.fill_between(
+                        has["k"].to_list(), has["ci_low"].to_list(), has["ci_high"].to_list(), color=color, alpha=0.15
+                    )
+            ax.set_xscale("log", base=2)
+            ks = sorted(set(panel["k"].to_list()))
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.minorticks_off()
+            ax.set_title(f"{task} after {phase}", fontsize=9)
+            ax.set_xlabel("k (samples)")
+            ax.grid(alpha=0.3)
+        axes[r][0].set_ylabel("pass@k")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("pass@k curves (band: 95% interval)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_sweep(sweep, colors, path: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    sweep = _headline(sweep.filter(pl.col("value_num").is_not_null()))
+    if sweep.is_empty():
+        return None
+    panels = sweep.select("sweep", "axis", "task", "metric").unique().sort("sweep", "axis", "task", "metric").rows()
+    fig, axes = _panel_grid(len(panels))
+    cmap = plt.get_cmap("Dark2")
+    phases = _ordered_phases(set(sweep["phase"].to_list()))
+    for ax, (name, axis, task, metric) in zip(axes, panels):
+        panel = sweep.filter(
+            (pl.col("sweep") == name)
+            & (pl.col("axis") == axis)
+            & (pl.col("task") == task)
+            & (pl.col("metric") == metric)
+        )
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for i, phase in enumerate(phases):
+            part = panel.filter(pl.col("phase") == phase).sort("value_num")
+            if part.is_empty():
+                continue
+            color = cmap(i % 8)
+            ax.plot(part["value_num"].to_list(), part["gain"].to_list(), "o-", color=color, label=f"after {phase}")
+            has = part.filter(pl.col("ci_low").is_not_null())
+            if has.height > 1:
+                ax.fill_between(
+                    has["value_num"].to_list(),
+                    has["ci_low"].to_list(),
+                    has["ci_high"].to_list(),
+                    color=color,
+                    alpha=0.15,
+                )
+        ax.set_xlabel(axis)
+        ax.set_title(f"{name}: {task}\n{metric} gain over baseline", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("gain against the sweep's axis (band: 95% interval)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def persistence_table(persistence):
+    """The persistence view for reading: one row per arm, task and metric, ``gain [low, high]`` per phase."""
+    import polars as pl
+
+    if persistence.is_empty():
+        return pl.DataFrame(
+            {"arm": [], "task": [], "metric": []}, schema={c: pl.String for c in ("arm", "task", "metric")}
+        )
+
+    def cell(r) -> str:
+        if r["gain"] is None:
+            return ""
+        if r["ci_low"] is None:
+            return f"{r['gain']:+.3f}"
+        return f"{r['gain']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+
+    frame = persistence.with_columns(
+        pl.struct("gain", "ci_low", "ci_high").map_elements(cell, return_dtype=pl.String).alias("cell"),
+        pl.col("verdict").fill_null("-"),
+    )
+    phases = _ordered_phases(set(frame["phase"].to_list()))
+    # The view repeats each row's verdict on every phase, so it can sit in the index; pivot keeps the view's order.
+    wide = frame.pivot(
+        on="phase", index=["arm", "task", "metric", "verdict"], values="cell", aggregate_function="first"
+    )
+    cells = [p for p in phases if p in wide.columns]
+    return wide.with_columns(pl.col(cells).fill_null("")).select("arm", "task", "metric", *cells, "verdict")
 
 
 def _plot_reward(frame, colors, path: Path) -> Path | None:
@@ -303,7 +491,12 @@ def report(
     paths = ReportPaths(out_dir=out)
     paths.ablation = ablation_table(f["ablation"])
     paths.persistence = f["persistence"]
-    tables = {"ablation": paths.ablation, "persistence": paths.persistence, "data_mix": f["data_mix"]}
+    tables = {
+        "ablation": paths.ablation,
+        "persistence": paths.persistence,
+        "power": f["power"],
+        "data_mix": f["data_mix"],
+    }
     for name, df in tables.items():
         paths.tables[name] = out / f"{name}.csv"
         df.write_csv(paths.tables[name])
@@ -317,6 +510,9 @@ def report(
     for name, made in (
         ("loss_curves", _plot_loss(f["loss"], colors, out / "loss_curves.png")),
         ("scores_by_phase", _plot_scores(f["ablation"], colors, out / "scores_by_phase.png")),
+        ("gains_by_phase", _plot_gains(f["persistence"], colors, out / "gains_by_phase.png")),
+        ("pass_at_k", _plot_pass_k(f["ablation"], colors, out / "pass_at_k.png")),
+        ("sweep", _plot_sweep(f["sweep"], colors, out / "sweep.png")),
         ("rl_reward", _plot_reward(f["reward"], colors, out / "rl_reward.png")),
         ("data_mix", _plot_mix(f["data_mix"], arms, out / "data_mix.png")),
     ):
@@ -330,8 +526,11 @@ def report(
     if echo:
         baseline = f["study"]["baseline"][0] if not f["study"].is_empty() else None
         print(f"\nablation (score of the last checkpoint of each phase)\n{format_table(paths.ablation)}")
-        print(f"\npersistence (gain over {baseline or 'the baseline arm'} after each phase)")
-        print(format_table(paths.persistence))
+        print(
+            f"\npersistence (gain over {baseline or 'the baseline arm'} after each phase, [95% interval]; "
+            "gains are improvements: arm - baseline, baseline - arm for *_nll and perplexity)"
+        )
+        print(format_table(persistence_table(paths.persistence)))
         print(f"\nwrote {len(paths.tables)} tables and {len(paths.plots)} plots to {out}")
         if paths.html:
             print(f"wrote {paths.html}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1  # of the DuckDB store; a store of another version is rebuilt by `ingest --rebuild`
+SCHEMA_VERSION = 2  # of the DuckDB store; a store of another version is rebuilt by `ingest --rebuild`
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ TABLES: tuple[Table, ...] = (
             _c("sft", "JSON", "the arm's SFT set-up as configured"),
             _c("rl", "JSON", "the arm's RL set-up as configured"),
             _c("config", "JSON", "the arm's whole config table"),
+            _c("sweep", "VARCHAR", "the sweep the arm belongs to (study.json arm `sweep.name`), null if none"),
+            _c("sweep_axes", "JSON", "{axis: value} of the arm within its sweep (study.json arm `sweep.axes`)"),
         ),
         primary_key=("arm",),
     ),
@@ -93,6 +95,9 @@ TABLES: tuple[Table, ...] = (
             _c("stage", "VARCHAR", "tokenizer|problems|traces|filters|shards|mix|pretrain|sft|rl|eval"),
             _c("arm", "VARCHAR", "arm name, or null for data stages"),
             _c("phase", "VARCHAR", "pretrain|sft|rl (null for data stages)"),
+            _c(
+                "seed", "BIGINT", "the study seed of the run: config.json `seed`, else study.json's study seed, else 0"
+            ),
             _c("parent", "VARCHAR", "what the run started from (a parent checkpoint path, as written)"),
             _c("path", "VARCHAR", "run folder, relative to the workspace"),
             _c("created", "DOUBLE", "unix time the run folder was made"),
@@ -103,9 +108,10 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "phases",
-        "One row per arm and training phase: which run, which checkpoints, how far it got (rebuilt each ingest).",
+        "One row per arm, seed and training phase: which run, which checkpoints, how far it got (rebuilt each ingest).",
         (
             _c("arm", "VARCHAR", "arm name"),
+            _c("seed", "BIGINT", "study seed (runs.seed)"),
             _c("phase", "VARCHAR", "pretrain|sft|rl"),
             _c("phase_order", "INTEGER", "0 pretrain, 1 sft, 2 rl, then others"),
             _c("run_id", "VARCHAR", "the training run of this phase (the newest if several)"),
@@ -118,7 +124,7 @@ TABLES: tuple[Table, ...] = (
             _c("metric_rows", "BIGINT", "metrics events logged by the run"),
             _c("last_loss", "DOUBLE", "loss at the last logged step"),
         ),
-        primary_key=("arm", "phase"),
+        primary_key=("arm", "seed", "phase"),
     ),
     Table(
         "checkpoints",
@@ -209,6 +215,7 @@ TABLES: tuple[Table, ...] = (
         "metrics",
         "metrics",
         "Training metrics, one row per logged step (`metrics` events); RL adds the reward columns.",
+        _c("seed", "BIGINT", "study seed: the event's own `seed`, else its run's (runs.seed)"),
         _c("phase", "VARCHAR", "pretrain|sft|rl"),
         _c("step", "BIGINT", "optimizer step"),
         _c("loss", "DOUBLE", "training loss"),
@@ -229,6 +236,7 @@ TABLES: tuple[Table, ...] = (
         "evals",
         "evals",
         "Benchmark scores (`evals` events): one row per checkpoint, task and metric.",
+        _c("seed", "BIGINT", "study seed: the event's own `seed`, else its run's (runs.seed)"),
         _c("phase", "VARCHAR", "phase of the evaluated checkpoint"),
         _c(
             "checkpoint",
@@ -237,7 +245,7 @@ TABLES: tuple[Table, ...] = (
         ),
         _c("step", "BIGINT", "its step"),
         _c("task", "VARCHAR", "benchmark task"),
-        _c("metric", "VARCHAR", "pass@1|pass@k|accuracy|perplexity"),
+        _c("metric", "VARCHAR", "pass@1|pass@k|accuracy|answer_nll|solution_nll|perplexity"),
         _c("k", "BIGINT", "k of pass@k (null otherwise)"),
         _c("value", "DOUBLE", "score"),
         _c("n_questions", "BIGINT", "questions scored"),
@@ -247,6 +255,7 @@ TABLES: tuple[Table, ...] = (
         "predictions",
         "predictions",
         "Per-question, per-sample predictions behind each eval score (`predictions` events).",
+        _c("seed", "BIGINT", "study seed: the event's own `seed`, else its run's (runs.seed)"),
         _c("phase", "VARCHAR", "phase of the evaluated checkpoint"),
         _c("checkpoint", "VARCHAR", "evaluated checkpoint, relative to the workspace when inside it"),
         _c("step", "BIGINT", "its step"),
@@ -261,9 +270,25 @@ TABLES: tuple[Table, ...] = (
         _c("correct", "BOOLEAN", "verdict = correct"),
     ),
     _event(
+        "question_scores",
+        "question_scores",
+        "Every question metric per question (`question_scores` events): an eval score is their mean over questions.",
+        _c("seed", "BIGINT", "study seed: the event's own `seed`, else its run's (runs.seed)"),
+        _c("phase", "VARCHAR", "phase of the evaluated checkpoint"),
+        _c("checkpoint", "VARCHAR", "evaluated checkpoint, relative to the workspace when inside it"),
+        _c("step", "BIGINT", "its step"),
+        _c("task", "VARCHAR", "benchmark task"),
+        _c("question_id", "VARCHAR", "question id within the task (the pairing key between arms)"),
+        _c("metric", "VARCHAR", "accuracy|pass@1|pass@k|answer_nll|solution_nll"),
+        _c("k", "BIGINT", "k of pass@k (null otherwise)"),
+        _c("value", "DOUBLE", "the question's score: 0/1, share of samples correct, pass@k estimate, or NLL"),
+        _c("n", "BIGINT", "samples behind it (sampled metrics) or tokens scored (teacher-forced *_nll)"),
+    ),
+    _event(
         "rollouts",
         "rollouts",
         "RL rollouts with their rewards (`rollouts` events).",
+        _c("seed", "BIGINT", "study seed: the event's own `seed`, else its run's (runs.seed)"),
         _c("step", "BIGINT", "RL step"),
         _c("prompt_id", "VARCHAR", "problem id"),
         _c("prompt", "VARCHAR", "the prompt"),
@@ -272,6 +297,53 @@ TABLES: tuple[Table, ...] = (
         _c("verdict", "VARCHAR", "correct|wrong|unparseable"),
         _c("length", "BIGINT", "completion tokens"),
         _c("finish_reason", "VARCHAR", "stop|length"),
+    ),
+    Table(
+        "score_intervals",
+        "Each arm's score after each phase with its 95% interval (hierarchical bootstrap over seeds, then questions); "
+        "computed at ingest from question_scores.",
+        (
+            _c("arm", "VARCHAR", "arm"),
+            _c("phase", "VARCHAR", "phase"),
+            _c("task", "VARCHAR", "task"),
+            _c("metric", "VARCHAR", "metric (pass@k with its k)"),
+            _c("mean", "DOUBLE", "mean over seeds of the mean over questions"),
+            _c("ci_low", "DOUBLE", "lower end of the interval"),
+            _c("ci_high", "DOUBLE", "upper end of the interval"),
+            _c("se", "DOUBLE", "standard deviation of the bootstrap means"),
+            _c("n_seeds", "BIGINT", "seeds evaluated"),
+            _c("n_questions", "BIGINT", "questions per seed (the fewest when seeds differ)"),
+        ),
+        primary_key=("arm", "phase", "task", "metric"),
+    ),
+    Table(
+        "gain_intervals",
+        "Paired gain of each arm over the baseline after each phase (same questions, same seed) with its 95% interval "
+        "and the verdict across phases; computed at ingest from question_scores.",
+        (
+            _c("arm", "VARCHAR", "arm"),
+            _c("baseline_arm", "VARCHAR", "the arm compared against"),
+            _c("phase", "VARCHAR", "phase"),
+            _c("task", "VARCHAR", "task"),
+            _c("metric", "VARCHAR", "metric (pass@k with its k)"),
+            _c(
+                "gain",
+                "DOUBLE",
+                "mean improvement over the baseline (arm - baseline; baseline - arm where lower is better)",
+            ),
+            _c("ci_low", "DOUBLE", "lower end of the interval"),
+            _c("ci_high", "DOUBLE", "upper end of the interval"),
+            _c("se", "DOUBLE", "standard deviation of the bootstrap means"),
+            _c("n_seeds", "BIGINT", "seeds both arms were evaluated with"),
+            _c("n_questions", "BIGINT", "questions paired per seed (the fewest when seeds differ)"),
+            _c(
+                "verdict",
+                "VARCHAR",
+                "persists|washed_out|emerges|hurts|inconclusive (same for every phase of the row's "
+                "arm, task and metric)",
+            ),
+        ),
+        primary_key=("arm", "phase", "task", "metric"),
     ),
     Table(
         "ingest_files",
@@ -303,6 +375,8 @@ TABLES: tuple[Table, ...] = (
             _c("workspace", "VARCHAR", "absolute workspace path at the last ingest"),
             _c("last_ingest", "DOUBLE", "unix time of the last ingest"),
             _c("inputs_fingerprint", "VARCHAR", "fingerprint of what the small files held (unchanged: tables kept)"),
+            _c("resamples", "BIGINT", "bootstrap resamples behind score_intervals and gain_intervals"),
+            _c("bootstrap_seed", "BIGINT", "the bootstrap's random seed (same seed, same intervals)"),
         ),
     ),
 )
@@ -322,11 +396,12 @@ class View:
 
 VIEWS: tuple[View, ...] = (
     View(
-        "ablation",
-        "Arm x phase -> benchmark score per task and metric, from the last evaluated checkpoint of each phase.",
+        "scores_by_seed",
+        "Arm x seed x phase -> score per task and metric, from the last evaluated checkpoint of each phase.",
         (
             _c("arm", "VARCHAR", "arm"),
             _c("arm_order", "INTEGER", "study order of the arm"),
+            _c("seed", "BIGINT", "study seed"),
             _c("phase", "VARCHAR", "phase of the evaluated checkpoint"),
             _c("phase_order", "INTEGER", "0 pretrain, 1 sft, 2 rl"),
             _c("task", "VARCHAR", "benchmark task"),
@@ -335,21 +410,99 @@ VIEWS: tuple[View, ...] = (
             _c("step", "BIGINT", "step of the evaluated checkpoint"),
             _c("checkpoint", "VARCHAR", "evaluated checkpoint"),
             _c("n_questions", "BIGINT", "questions"),
-            _c("n_samples", "BIGINT", "samples per question"),
+            _c("n_samples", "BIGINT", "samples per question (tokens scored for *_nll and perplexity)"),
+        ),
+    ),
+    View(
+        "ablation",
+        "Arm x phase -> score per task and metric over seeds, with its 95% interval (from score_intervals).",
+        (
+            _c("arm", "VARCHAR", "arm"),
+            _c("arm_order", "INTEGER", "study order of the arm"),
+            _c("phase", "VARCHAR", "phase of the evaluated checkpoints"),
+            _c("phase_order", "INTEGER", "0 pretrain, 1 sft, 2 rl"),
+            _c("task", "VARCHAR", "benchmark task"),
+            _c("metric", "VARCHAR", "metric (pass@k is written with its k: pass@4)"),
+            _c("value", "DOUBLE", "score: mean over seeds of each seed's last evaluation"),
+            _c("mean", "DOUBLE", "the same from the per-question scores (null where none were logged)"),
+            _c("ci_low", "DOUBLE", "lower end of the 95% interval (seeds, then questions)"),
+            _c("ci_high", "DOUBLE", "upper end of the 95% interval"),
+            _c("n_seeds", "BIGINT", "seeds evaluated"),
+            _c("n_questions", "BIGINT", "questions (per seed)"),
+            _c("n_samples", "BIGINT", "samples per question (tokens scored for *_nll and perplexity)"),
+            _c("step", "BIGINT", "step of the evaluated checkpoint (the largest over seeds)"),
+            _c("checkpoint", "VARCHAR", "evaluated checkpoint (the lowest seed's)"),
         ),
     ),
     View(
         "persistence",
-        "Each arm's gain over the baseline arm after pretraining, SFT and RL: does the pretraining gain persist?",
+        "Each arm's paired gain over the baseline after each phase with its 95% interval, and the verdict: "
+        "does the pretraining gain persist through SFT and RL?",
         (
             _c("arm", "VARCHAR", "arm (the baseline itself is left out)"),
             _c("baseline_arm", "VARCHAR", "the arm compared against"),
             _c("task", "VARCHAR", "benchmark task"),
             _c("metric", "VARCHAR", "metric"),
-            _c("gain_pretrain", "DOUBLE", "arm - baseline after pretraining"),
-            _c("gain_sft", "DOUBLE", "arm - baseline after SFT"),
-            _c("gain_rl", "DOUBLE", "arm - baseline after RL"),
-            _c("persists", "BOOLEAN", "gain after pretraining > 0 and still > 0 after the last phase evaluated"),
+            _c("phase", "VARCHAR", "phase after which the gain is measured"),
+            _c("phase_order", "INTEGER", "0 pretrain, 1 sft, 2 rl"),
+            _c(
+                "gain",
+                "DOUBLE",
+                "improvement over the baseline: arm - baseline (baseline - arm for *_nll, perplexity)",
+            ),
+            _c("ci_low", "DOUBLE", "lower end of the 95% interval (null without per-question scores)"),
+            _c("ci_high", "DOUBLE", "upper end of the 95% interval"),
+            _c("n_seeds", "BIGINT", "seeds paired"),
+            _c("n_questions", "BIGINT", "questions paired per seed"),
+            _c(
+                "verdict",
+                "VARCHAR",
+                "persists (interval above 0 after every phase), washed_out (above 0 after the first phase, not after "
+                "the last), emerges (not above 0 after the first, above 0 after the last), hurts (below 0 after the "
+                "last), else inconclusive; null without intervals",
+            ),
+        ),
+    ),
+    View(
+        "power",
+        "How small a gain the study can detect: per arm, task, metric and phase, from the gain's bootstrap spread.",
+        (
+            _c("arm", "VARCHAR", "arm"),
+            _c("task", "VARCHAR", "task"),
+            _c("metric", "VARCHAR", "metric"),
+            _c("phase", "VARCHAR", "phase"),
+            _c("phase_order", "INTEGER", "0 pretrain, 1 sft, 2 rl"),
+            _c("n_seeds", "BIGINT", "seeds paired"),
+            _c("n_questions", "BIGINT", "questions paired per seed"),
+            _c("gain", "DOUBLE", "the measured gain"),
+            _c("se", "DOUBLE", "its standard error (standard deviation of the bootstrap means)"),
+            _c("half_width", "DOUBLE", "half the 95% interval's width"),
+            _c(
+                "min_detectable_gain",
+                "DOUBLE",
+                "smallest true gain found with 80% power by a two-sided 5% test: (1.96 + 0.84) x se; null when "
+                "se = 0 (the paired gains never vary, e.g. both arms score 0 on every question: nothing is detectable)",
+            ),
+        ),
+    ),
+    View(
+        "sweep",
+        "Gain and interval against a sweep's axis values (arms with study.json `sweep = {name, axes}`), per phase.",
+        (
+            _c("sweep", "VARCHAR", "sweep name"),
+            _c("axis", "VARCHAR", "swept key (one row per axis of a two-axis sweep)"),
+            _c("value", "VARCHAR", "the arm's value on that axis, as written"),
+            _c("value_num", "DOUBLE", "the same as a number (null if it is not one)"),
+            _c("axes", "JSON", "every axis value of the arm"),
+            _c("arm", "VARCHAR", "arm"),
+            _c("task", "VARCHAR", "task"),
+            _c("metric", "VARCHAR", "metric"),
+            _c("phase", "VARCHAR", "phase"),
+            _c("phase_order", "INTEGER", "0 pretrain, 1 sft, 2 rl"),
+            _c("gain", "DOUBLE", "gain over the baseline (persistence.gain)"),
+            _c("ci_low", "DOUBLE", "lower end of its 95% interval"),
+            _c("ci_high", "DOUBLE", "upper end"),
+            _c("verdict", "VARCHAR", "persistence.verdict"),
         ),
     ),
     View(

@@ -2,14 +2,15 @@
 
 Invariants: views only read tables (they hold no data, so a re-ingest never leaves them stale) and
 use plain DuckDB SQL, so the file answers the same in the ``duckdb`` CLI, polars and pandas. "Gain"
-is always an improvement: ``arm - baseline`` for scores, ``baseline - arm`` for perplexity and loss.
+is always an improvement: ``arm - baseline`` for scores, ``baseline - arm`` where lower is better
+(:func:`frontload.analysis.stats.direction`). Intervals and verdicts need a bootstrap, which SQL does
+badly: the ingest computes them into ``score_intervals`` and ``gain_intervals``, and the views read those.
 """
 
 from __future__ import annotations
 
+from frontload.analysis.stats import LOWER_IS_BETTER, LOWER_IS_BETTER_SUFFIXES, Z_ALPHA, Z_POWER
 from frontload.core.phases import PHASES
-
-LOWER_IS_BETTER = ("perplexity", "loss")
 
 
 def phase_order_sql(col: str) -> str:
@@ -18,13 +19,54 @@ def phase_order_sql(col: str) -> str:
     return f"(CASE {col} {whens} ELSE {len(PHASES)} END)"
 
 
-_LOWER = ", ".join(f"'{m}'" for m in LOWER_IS_BETTER)
+def direction_sql(col: str) -> str:
+    """SQL for :func:`frontload.analysis.stats.direction` of the metric in ``col``: 1 or -1."""
+    names = ", ".join(f"'{m}'" for m in LOWER_IS_BETTER)
+    suffixes = " OR ".join(f"ends_with({col}, '{x}')" for x in LOWER_IS_BETTER_SUFFIXES)
+    return f"(CASE WHEN {col} IN ({names}) OR {suffixes} THEN -1 ELSE 1 END)"
+
+
+def metric_name_sql(metric: str, k: str) -> str:
+    """The metric as reported: ``pass@k`` rows are written with their k (``pass@4``)."""
+    return f"(CASE WHEN {metric} = 'pass@k' AND {k} IS NOT NULL THEN 'pass@' || {k} ELSE {metric} END)"
+
+
+# Per-question scores of the last evaluated checkpoint of each arm, seed and phase (as scores_by_seed
+# picks its evals), read by the ingest to compute the intervals.
+QUESTION_SCORES_SQL = f"""
+WITH q AS (
+    SELECT q.*, {metric_name_sql("q.metric", "q.k")} AS metric_name,
+           COALESCE(c.arm, r.arm) AS arm_name,
+           COALESCE(q.phase, c.phase) AS eval_phase,
+           COALESCE(q.step, c.step) AS eval_step
+    FROM question_scores q
+    LEFT JOIN checkpoints c ON c.path = q.checkpoint
+    LEFT JOIN runs r ON r.run_id = q.run_id
+), evaluation AS (
+    -- one evaluation = one checkpoint scored in one file; a later re-evaluation replaces an earlier one
+    SELECT * FROM (
+        SELECT arm_name, seed, eval_phase, task, metric_name, file_id, checkpoint,
+               max(eval_step) AS last_step, max(t) AS last_t
+        FROM q WHERE arm_name IS NOT NULL AND eval_phase IS NOT NULL
+        GROUP BY arm_name, seed, eval_phase, task, metric_name, file_id, checkpoint)
+    QUALIFY row_number() OVER (
+        PARTITION BY arm_name, seed, eval_phase, task, metric_name
+        ORDER BY last_step DESC NULLS LAST, last_t DESC NULLS LAST, file_id DESC) = 1
+)
+SELECT q.arm_name AS arm, q.seed, q.eval_phase AS phase, q.task, q.metric_name AS metric, q.question_id,
+       avg(q.value) AS value
+FROM q JOIN evaluation e
+  ON e.arm_name = q.arm_name AND e.seed IS NOT DISTINCT FROM q.seed AND e.eval_phase = q.eval_phase
+ AND e.task = q.task AND e.metric_name = q.metric_name AND e.file_id = q.file_id
+ AND e.checkpoint IS NOT DISTINCT FROM q.checkpoint
+WHERE q.value IS NOT NULL
+GROUP BY q.arm_name, q.seed, q.eval_phase, q.task, q.metric_name, q.question_id
+"""
 
 VIEW_SQL: dict[str, str] = {
-    "ablation": f"""
+    "scores_by_seed": f"""
 WITH e AS (
-    SELECT ev.* REPLACE (CASE WHEN ev.metric = 'pass@k' AND ev.k IS NOT NULL THEN 'pass@' || ev.k
-                              ELSE ev.metric END AS metric),
+    SELECT ev.* REPLACE ({metric_name_sql("ev.metric", "ev.k")} AS metric),
            COALESCE(c.arm, r.arm) AS arm_name,
            COALESCE(ev.phase, c.phase) AS eval_phase,
            COALESCE(ev.step, c.step) AS eval_step
@@ -36,37 +78,76 @@ WITH e AS (
     SELECT * FROM e
     WHERE arm_name IS NOT NULL AND eval_phase IS NOT NULL
     QUALIFY row_number() OVER (
-        PARTITION BY arm_name, eval_phase, task, metric
+        PARTITION BY arm_name, seed, eval_phase, task, metric
         ORDER BY eval_step DESC NULLS LAST, t DESC NULLS LAST, file_id DESC, seq DESC) = 1
 )
 SELECT last.arm_name AS arm,
        COALESCE(a.arm_order, 1000000) AS arm_order,
+       seed,
        eval_phase AS phase,
        {phase_order_sql("eval_phase")} AS phase_order,
        task, metric, value,
        eval_step AS step, checkpoint, n_questions, n_samples
 FROM last LEFT JOIN arms a ON a.arm = last.arm_name
-ORDER BY arm_order, arm, phase_order, phase, task, metric
+ORDER BY arm_order, arm, seed, phase_order, phase, task, metric
+""",
+    "ablation": """
+WITH s AS (
+    SELECT arm, arm_order, phase, phase_order, task, metric,
+           avg(value) AS value, count(DISTINCT seed) AS n_seeds, max(n_questions) AS n_questions,
+           max(n_samples) AS n_samples, max(step) AS step, arg_min(checkpoint, seed) AS checkpoint
+    FROM scores_by_seed
+    GROUP BY arm, arm_order, phase, phase_order, task, metric
+)
+SELECT s.arm, s.arm_order, s.phase, s.phase_order, s.task, s.metric, s.value,
+       i.mean, i.ci_low, i.ci_high,
+       s.n_seeds, COALESCE(i.n_questions, s.n_questions) AS n_questions, s.n_samples, s.step, s.checkpoint
+FROM s LEFT JOIN score_intervals i
+  ON i.arm = s.arm AND i.phase = s.phase AND i.task = s.task AND i.metric = s.metric
+ORDER BY s.arm_order, s.arm, s.phase_order, s.phase, s.task, s.metric
 """,
     "persistence": f"""
 WITH base AS (
     SELECT arm FROM arms WHERE is_baseline ORDER BY arm_order LIMIT 1
 ), g AS (
     SELECT x.arm, x.arm_order, y.arm AS baseline_arm, x.task, x.metric, x.phase, x.phase_order,
-           CASE WHEN x.metric IN ({_LOWER}) THEN y.value - x.value ELSE x.value - y.value END AS gain
+           {direction_sql("x.metric")} * (x.value - y.value) AS gain
     FROM ablation x
     JOIN ablation y ON y.arm = (SELECT arm FROM base) AND y.task = x.task AND y.metric = x.metric
                    AND y.phase = x.phase
     WHERE x.arm <> y.arm
 )
-SELECT arm, baseline_arm, task, metric,
-       max(gain) FILTER (WHERE phase = 'pretrain') AS gain_pretrain,
-       max(gain) FILTER (WHERE phase = 'sft') AS gain_sft,
-       max(gain) FILTER (WHERE phase = 'rl') AS gain_rl,
-       (max(gain) FILTER (WHERE phase = 'pretrain') > 0 AND arg_max(gain, phase_order) > 0) AS persists
-FROM g
-GROUP BY arm, baseline_arm, task, metric
-ORDER BY min(arm_order), arm, task, metric
+SELECT g.arm, g.baseline_arm, g.task, g.metric, g.phase, g.phase_order,
+       -- the paired gain (identical questions and seeds) is the centre of its interval; the
+       -- difference of the two arms' scores stands in where no per-question scores were logged
+       COALESCE(i.gain, g.gain) AS gain, i.ci_low, i.ci_high, i.n_seeds, i.n_questions,
+       max(i.verdict) OVER (PARTITION BY g.arm, g.task, g.metric) AS verdict
+FROM g LEFT JOIN gain_intervals i
+  ON i.arm = g.arm AND i.phase = g.phase AND i.task = g.task AND i.metric = g.metric
+ORDER BY g.arm_order, g.arm, g.task, g.metric, g.phase_order, g.phase
+""",
+    "power": f"""
+SELECT i.arm, i.task, i.metric, i.phase, {phase_order_sql("i.phase")} AS phase_order, i.n_seeds, i.n_questions,
+       i.gain, i.se, (i.ci_high - i.ci_low) / 2 AS half_width,
+       -- gains that do not vary at all (both arms scored 0 on every question: a metric on the floor) say
+       -- nothing about what could be detected
+       CASE WHEN i.se > 0 THEN {Z_ALPHA + Z_POWER!r} * i.se END AS min_detectable_gain
+FROM gain_intervals i LEFT JOIN arms a ON a.arm = i.arm
+ORDER BY a.arm_order, i.arm, i.task, i.metric, phase_order, i.phase
+""",
+    "sweep": """
+WITH ax AS (
+    SELECT a.arm, a.arm_order, a.sweep, a.sweep_axes, k.axis
+    FROM arms a, unnest(json_keys(a.sweep_axes)) AS k(axis)
+    WHERE a.sweep IS NOT NULL
+)
+SELECT ax.sweep, ax.axis,
+       json_extract_string(ax.sweep_axes, '$."' || ax.axis || '"') AS value,
+       TRY_CAST(json_extract_string(ax.sweep_axes, '$."' || ax.axis || '"') AS DOUBLE) AS value_num,
+       ax.sweep_axes AS axes, p.arm, p.task, p.metric, p.phase, p.phase_order,
+       p.gain, p.ci_low, p.ci_high, p.verdict
+FROM ax JOIN persistence p ON p.arm = ax.arm
+ORDER BY ax.sweep, ax.axis, p.task, p.metric, p.phase_order, value_num NULLS LAST, value, ax.arm_order
 """,
     "data_mix": f"""
 WITH used AS (
@@ -139,7 +220,8 @@ INSERT INTO phases
 WITH tr AS (
     SELECT *, COALESCE(phase, stage) AS phase_name FROM runs
     WHERE stage IN ('pretrain', 'sft', 'rl') AND arm IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY arm, COALESCE(phase, stage) ORDER BY created DESC NULLS LAST, run_id DESC) = 1
+    QUALIFY row_number() OVER (
+        PARTITION BY arm, seed, COALESCE(phase, stage) ORDER BY created DESC NULLS LAST, run_id DESC) = 1
 ), lastck AS (
     SELECT * FROM checkpoints WHERE run_id IS NOT NULL
     QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY step DESC NULLS LAST, path DESC) = 1
@@ -147,7 +229,7 @@ WITH tr AS (
     SELECT run_id, count(*) AS n, arg_max(loss, step) FILTER (WHERE loss IS NOT NULL) AS last_loss
     FROM metrics GROUP BY run_id
 )
-SELECT tr.arm, tr.phase_name, {phase_order_sql("tr.phase_name")}, tr.run_id, tr.path,
+SELECT tr.arm, tr.seed, tr.phase_name, {phase_order_sql("tr.phase_name")}, tr.run_id, tr.path,
        COALESCE(lastck.parent, tr.parent), lastck.path, lastck.step, lastck.consumed_samples,
        lastck.mix_plan_fingerprint, COALESCE(m.n, 0), m.last_loss
 FROM tr LEFT JOIN lastck ON lastck.run_id = tr.run_id LEFT JOIN m ON m.run_id = tr.run_id

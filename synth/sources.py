@@ -545,7 +545,10 @@ def write_eval_tasks(
     templates: int | None = None,
     holdout: float = HOLDOUT,
 ) -> Path:
-    """Write ``n`` held-out problems as a JSONL task file (``id, question, answer, family, difficulty``).
+    """Write ``n`` held-out problems as a JSONL task file (``id, question, answer, solution, family, difficulty``).
+
+    ``solution`` is the gold worked solution (the trace a training record of the problem would hold), which
+    the evaluator scores teacher-forced as ``solution_nll``.
 
     The problems come from the reserved holdout slice of id space and a separate seed stream, so no
     training corpus built with the same ``holdout`` can contain them.
@@ -563,6 +566,7 @@ def write_eval_tasks(
             "id": doc.id,
             "question": m["problem"],
             "answer": m["answer"],
+            "solution": m.get("trace"),
             "family": m["family"],
             "difficulty": m["difficulty"],
             "source": m["source"],

@@ -174,6 +174,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             path=p,
             question_field=args.question_field,
             answer_field=args.answer_field,
+            solution_field=args.solution_field or None,
             id_field=args.id_field,
             template=args.template,
             limit=args.limit,
@@ -190,6 +191,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         perplexity=args.perplexity or [],
         backend=args.backend,
+        teacher_forced=not args.no_teacher_forced,
     )
     run = None
     if args.out:
@@ -228,15 +230,25 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="*", default=[], help="task files or folders (JSONL, Parquet, saved HF dataset)")
     p.add_argument("--question-field", default="question", help="dotted field of the question")
     p.add_argument("--answer-field", default="answer", help="dotted field of the gold answer")
+    p.add_argument(
+        "--solution-field", default="solution", help="dotted field of a worked solution for solution_nll ('' = none)"
+    )
     p.add_argument("--id-field", default="id", help="dotted field of the question id")
     p.add_argument("--template", default=None, help="prompt template with {question}; default: the chat format")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions of each task")
     p.add_argument("--samples", type=int, default=1, help="completions per question (pass@1 averages them)")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy; default 0, or 1 when --samples > 1")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    p.add_argument("--pass-k", type=int, nargs="*", default=None, help="k values for pass@k (default: --samples)")
+    p.add_argument(
+        "--pass-k", type=int, nargs="*", default=None, help="k values for pass@k (default: 2, 4, 8, ..., --samples)"
+    )
+    p.add_argument(
+        "--no-teacher-forced", action="store_true", help="skip answer_nll and solution_nll (one forward per batch)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer budget per completion")
-    p.add_argument("--batch-size", type=int, default=32, help="completions decoded together")
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="completions decoded together (all samples of several questions)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--perplexity", nargs="*", default=[], help="shard set folders for held-out perplexity")
     p.add_argument(

@@ -1,4 +1,5 @@
-"""Evaluation of a checkpoint: answer accuracy on task files and held-out perplexity on shard sets.
+r"""Evaluation of a checkpoint: answer accuracy and pass@k on task files, teacher-forced answer and solution
+NLL, and held-out perplexity on shard sets.
 
 A task is any JSONL/Parquet file, folder, corpus folder or saved Hugging Face dataset with a question
 and a gold answer field (read through :mod:`frontload.corpus.readers`, strictly: a bad record stops
@@ -11,11 +12,19 @@ Metrics (contract of the ``evals`` events):
 
 * greedy decoding (``temperature = 0``, one sample): ``accuracy``;
 * sampled decoding (``samples = n``): ``pass@1`` averaged over the n samples, and ``pass@k`` for each
-  requested k <= n with the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` (c = correct samples);
+  requested k <= n (default: the curve k = 2, 4, 8, ..., n) with the unbiased estimator
+  ``1 - C(n-c, k) / C(n, k)`` (c = correct samples);
+* teacher-forced, one forward pass per batch, no sampling (``teacher_forced = True``):
+  ``answer_nll``, the mean NLL per token of the gold answer's tokens (the answer inside ``\boxed{}``
+  and its closing brace) given the prompt and the lead-in ``The answer is \boxed{`` only, and
+  ``solution_nll``, the mean NLL per token of the whole gold response (think block with the worked
+  solution, answer sentence, ``<|end|>``) given the prompt, for questions with a solution field;
 * ``perplexity`` = exp(mean next-token loss) over up to ``perplexity_tokens`` tokens of a shard set,
   on the loss-masked (response) tokens only for SFT shard sets.
 
-Every answer is kept as a ``predictions`` event for error analysis; nothing is judged silently.
+Every answer is kept as a ``predictions`` event for error analysis; nothing is judged silently. Every
+question metric is also kept per question as a ``question_scores`` event (the summary is their mean
+over questions), so two arms can be compared question by question.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontload.core.chat import parse_response, render_prompt
+from frontload.core.chat import parse_response, render_prompt, render_response
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 
@@ -40,6 +49,7 @@ class TaskSpec:
     name: str | None = None  # task name in events and tables; default: the file or folder name
     question_field: str = "question"  # dotted path of the question (e.g. metadata.problem)
     answer_field: str = "answer"  # dotted path of the gold answer (e.g. metadata.answer)
+    solution_field: str | None = "solution"  # dotted path of a worked solution (solution_nll); absent = none
     id_field: str = "id"  # dotted path of a question id; "<file>:<line>" when absent
     template: str | None = None  # prompt with a {question} placeholder; None = the chat format's render_prompt
     limit: int | None = None  # evaluate only the first N questions
@@ -66,8 +76,8 @@ class EvalConfig:
     temperature: float = 0.0  # 0 = greedy (then samples must be 1)
     top_p: float = 1.0  # nucleus sampling mass
     max_new_tokens: int = 256  # answer budget per completion (also capped by the model's context)
-    pass_k: list[int] = field(default_factory=list)  # k values for pass@k; default [samples] when samples > 1
-    batch_size: int = 32  # completions decoded together
+    pass_k: list[int] = field(default_factory=list)  # k values for pass@k; default: 2, 4, 8, ..., samples
+    batch_size: int = 256  # completions decoded together (several questions' samples; also teacher-forced rows)
     seed: int = 0  # sampling seed (per question and sample, independent of batching)
     verify_mode: str = "math"  # mode passed to verify_answer
     backend: str = (
@@ -75,6 +85,7 @@ class EvalConfig:
     )
     perplexity: list[str] = field(default_factory=list)  # shard set folders for held-out perplexity
     perplexity_tokens: int = 65536  # most tokens scored per shard set
+    teacher_forced: bool = True  # also score answer_nll and solution_nll (one forward pass per batch)
     progress: bool = True  # tqdm progress bars
 
     def __post_init__(self) -> None:
@@ -107,10 +118,10 @@ class EvalResult:
     """One summary number: a metric of a task (also written as an ``evals`` event)."""
 
     task: str
-    metric: str  # "accuracy", "pass@1", "pass@k" (see k) or "perplexity"
+    metric: str  # "accuracy", "pass@1", "pass@k" (see k), "answer_nll", "solution_nll" or "perplexity"
     value: float
     n_questions: int  # questions (perplexity: windows of the model's context length)
-    n_samples: int  # completions per question (perplexity: tokens scored)
+    n_samples: int  # completions per question (perplexity, *_nll: tokens scored)
     k: int | None = None  # the k of pass@k
 
 
@@ -124,17 +135,24 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
+def pass_k_curve(n: int) -> list[int]:
+    """The default pass@k values for n samples: 2, 4, 8, ... and n itself (pass@1 is reported apart)."""
+    ks = [k for k in (2**i for i in range(1, n.bit_length())) if k < n]
+    return [*ks, n] if n > 1 else []
+
+
 @dataclass(kw_only=True)
 class _Question:
     qid: str
     question: str
     gold: str
     prompt: str
+    solution: str | None = None
 
 
 def load_questions(task: TaskSpec) -> list[_Question]:
     """The questions of ``task``; a record without question or answer raises an error naming file and line."""
-    from frontload.corpus.readers import RecordSpec, get_field, read_documents
+    from frontload.corpus.readers import _MISSING, RecordSpec, get_field, read_documents
 
     out = []
     spec = RecordSpec(text_field=task.question_field, id_field=task.id_field)
@@ -145,7 +163,25 @@ def load_questions(task: TaskSpec) -> list[_Question]:
             gold = get_field(doc.metadata, task.answer_field.removeprefix("metadata."))
         if not isinstance(gold, str | int | float) or isinstance(gold, bool):
             raise FrontloadError(f"{task.path}: record {doc.id}: no answer field {task.answer_field!r}")
-        out.append(_Question(qid=str(doc.id), question=doc.text, gold=str(gold), prompt=task.prompt(doc.text)))
+        solution = None
+        if task.solution_field:
+            solution = get_field(doc.metadata, task.solution_field)
+            if solution is _MISSING:
+                solution = get_field(doc.metadata, task.solution_field.removeprefix("metadata."))
+            solution = None if solution is _MISSING else solution
+            if solution is not None and not isinstance(solution, str):
+                raise FrontloadError(
+                    f"{task.path}: record {doc.id}: solution field {task.solution_field!r} is not text"
+                )
+        out.append(
+            _Question(
+                qid=str(doc.id),
+                question=doc.text,
+                gold=str(gold),
+                prompt=task.prompt(doc.text),
+                solution=solution.strip() or None if solution else None,
+            )
+        )
         if task.limit is not None and len(out) >= task.limit:
             break
     if not out:
@@ -156,6 +192,120 @@ def load_questions(task: TaskSpec) -> list[_Question]:
 def _log(run, kind: str, **fields: Any) -> None:
     if run is not None:
         run.log(kind, **fields)
+
+
+def _answer_parts() -> tuple[str, str]:
+    """The answer sentence of the chat format split around the answer: (lead-in, tail)."""
+    marker = "\x00"
+    lead, tail = render_response(None, marker).split(marker)
+    return lead, tail
+
+
+@dataclass(kw_only=True)
+class _Scored:
+    """One teacher-forced sequence: ``ids`` with the targets ``ids[start:end]`` scored."""
+
+    question: int
+    metric: str
+    ids: list[int]
+    start: int
+    end: int
+
+
+def _answer_item(tokenizer, qi: int, prompt_ids: list[int], gold: str) -> _Scored:
+    """``answer_nll``: the answer sentence without thinking; scored = tokens holding a character of the answer or
+    of its closing brace."""
+    lead, _ = _answer_parts()
+    response = render_response(None, gold)
+    ids = tokenizer.encode(response)
+    # Tokens do not follow the answer's boundaries (a piece may hold "{4"), so each token's span in the decoded
+    # text decides: a token is scored when it holds any character of the answer or of its closing brace.
+    text = tokenizer.decode(ids)
+    lo = text.rfind(lead) + len(lead) if lead in text else text.rfind("{") + 1
+    hi = text.rfind("}") + 1
+    if lo <= 0 or hi <= lo:
+        raise FrontloadError(f"the answer sentence {response!r} does not decode back to a \\boxed{{...}} answer")
+    first = last = None
+    ends = [len(tokenizer.decode(ids[: i + 1])) for i in range(len(ids))]
+    for i, end in enumerate(ends):
+        begin = ends[i - 1] if i else 0
+        if begin < hi and end > lo:
+            first = i if first is None else first
+            last = i
+    if first is None:
+        raise FrontloadError(f"no token of {response!r} holds the answer {gold!r}")
+    p = len(prompt_ids)
+    return _Scored(question=qi, metric="answer_nll", ids=prompt_ids + ids, start=p + first, end=p + last + 1)
+
+
+FORWARD_TOKENS = 16384  # most positions in one scoring forward: its logits are positions x vocabulary floats
+
+
+def _rows_per_forward(batch_size: int, width: int) -> int:
+    return max(1, min(batch_size, FORWARD_TOKENS // max(1, width)))
+
+
+def teacher_forced_nll(model, items: list[_Scored], batch_size: int) -> list[tuple[float | None, int]]:
+    """Mean NLL per scored token of each item, and how many tokens were scored, from batched forwards.
+
+    A sequence longer than the model's context is cut at it; only the targets that fit are scored
+    (``None`` when none does).
+    """
+    import torch
+
+    from frontload.train import model as model_lib
+
+    bare = model_lib.unwrap(model)
+    context = int(getattr(bare, "max_sequence_length", 0)) or 1 << 30
+    device = next(bare.parameters()).device
+    out: list[tuple[float | None, int]] = [(None, 0)] * len(items)
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    was_training = bare.training
+    bare.eval()
+    try:
+        with torch.no_grad():
+            b = 0
+            while b < len(order):
+                # Longest first: the first row of a chunk sets its width, and the token budget its rows.
+                width = min(context, len(items[order[b]].ids) - 1)
+                chunk = order[b : b + _rows_per_forward(batch_size, width)]
+                b += len(chunk)
+                x = torch.zeros((len(chunk), width), dtype=torch.long)
+                y = torch.zeros((len(chunk), width), dtype=torch.long)
+                m = torch.zeros((len(chunk), width))
+                for row, i in enumerate(chunk):
+                    ids = items[i].ids[: width + 1]
+                    # Right padding: causal attention keeps pads from touching the real positions.
+                    x[row, : len(ids) - 1] = torch.tensor(ids[:-1])
+                    y[row, : len(ids) - 1] = torch.tensor(ids[1:])
+                    # Target ids[t] is predicted at position t - 1.
+                    lo, hi = items[i].start - 1, min(items[i].end, len(ids)) - 1
+                    if hi > lo:
+                        m[row, lo:hi] = 1.0
+                loss = model_lib.forward(bare, x.to(device), labels=y.to(device)).float().cpu()
+                sums, counts = (loss * m).sum(1).tolist(), m.sum(1).tolist()
+                for row, i in enumerate(chunk):
+                    out[i] = (sums[row] / counts[row], int(counts[row])) if counts[row] else (None, 0)
+    finally:
+        bare.train(was_training)
+    return out
+
+
+def _teacher_forced(model, tokenizer, questions: list[_Question], batch_size: int) -> dict[str, list]:
+    """Per question: ``{metric: [(nll, tokens) or None]}`` for answer_nll and (with solutions) solution_nll."""
+    prompt_ids = tokenizer.encode_batch([q.prompt for q in questions])
+    items = [_answer_item(tokenizer, i, prompt_ids[i], q.gold) for i, q in enumerate(questions)]
+    solved = [i for i, q in enumerate(questions) if q.solution]
+    responses = tokenizer.encode_batch([render_response(questions[i].solution, questions[i].gold) for i in solved])
+    for i, r in zip(solved, responses):
+        p = len(prompt_ids[i])
+        items.append(_Scored(question=i, metric="solution_nll", ids=prompt_ids[i] + r, start=p, end=p + len(r)))
+    out: dict[str, list] = {"answer_nll": [None] * len(questions)}
+    if solved:
+        out["solution_nll"] = [None] * len(questions)
+    for item, (nll, n) in zip(items, teacher_forced_nll(model, items, batch_size)):
+        out[item.metric][item.question] = None if nll is None else (nll, n)
+    return out
 
 
 def evaluate_task(
@@ -170,10 +320,11 @@ def evaluate_task(
     phase=None,
     sampler=None,
 ) -> list[EvalResult]:
-    """Answer every question of ``task`` and score it; predictions and summaries go to ``run``.
+    """Answer every question of ``task`` and score it; predictions, per-question scores and summaries go to ``run``.
 
     ``sampler`` (a :class:`frontload.train.sampling.Sampler` holding the same model, e.g. a vLLM
-    engine) answers when given; else the model itself does, with its KV cache.
+    engine) answers when given; else the model itself does, with its KV cache. Teacher-forced
+    metrics always use ``model``.
     """
     from frontload.filters.verify import verify_answer
     from frontload.train.model import unwrap
@@ -187,6 +338,7 @@ def evaluate_task(
             raise FrontloadError(
                 f"{task.path}: question {q.qid}: the prompt has {n_tokens} tokens, the model's context is {context}"
             )
+    where = {"phase": phase, "checkpoint": checkpoint, "step": step, "task": task.name}
     sampling = dict(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
@@ -198,18 +350,21 @@ def evaluate_task(
         sampler = MegatronSampler(model, tokenizer, batch_size=config.batch_size, progress=config.progress)
     completions = sampler.generate([q.prompt for q in questions], **sampling)
     correct = [0] * len(questions)
+    # Many samples give the same answer; math-verify is the slow part of judging, so each distinct
+    # (gold, prediction) pair is verified once.
+    verdicts: dict[tuple[str, str | None], str] = {}
     for c in completions:
         q = questions[c.prompt_index]
         prediction = parse_response(c.text).answer
-        verdict = verify_answer(q.gold, prediction, mode=config.verify_mode)
+        key = (q.gold, prediction)
+        if key not in verdicts:
+            verdicts[key] = verify_answer(q.gold, prediction, mode=config.verify_mode)
+        verdict = verdicts[key]
         correct[c.prompt_index] += verdict == "correct"
         _log(
             run,
             "predictions",
-            phase=phase,
-            checkpoint=checkpoint,
-            step=step,
-            task=task.name,
+            **where,
             question_id=q.qid,
             question=q.question,
             gold=q.gold,
@@ -221,18 +376,41 @@ def evaluate_task(
             finish_reason=c.finish_reason,
             length=len(c.token_ids),
         )
-    n, nq = config.samples, len(questions)
-    if config.greedy:
-        results = [EvalResult(task=task.name, metric="accuracy", value=sum(correct) / nq, n_questions=nq, n_samples=1)]
-    else:
-        results = [
-            EvalResult(task=task.name, metric="pass@1", value=sum(correct) / (nq * n), n_questions=nq, n_samples=n)
-        ]
-        for k in config.pass_k or ([n] if n > 1 else []):
-            if k == 1:
-                continue
-            value = sum(pass_at_k(n, c, k) for c in correct) / nq
-            results.append(EvalResult(task=task.name, metric="pass@k", value=value, n_questions=nq, n_samples=n, k=k))
+    n = config.samples
+    # Per question: (metric, k, value, n_samples) rows; each summary is the mean of its rows.
+    per_question: list[list[tuple[str, int | None, float, int]]] = [[] for _ in questions]
+    for i, c in enumerate(correct):
+        if config.greedy:
+            per_question[i].append(("accuracy", None, float(c), 1))
+        else:
+            per_question[i].append(("pass@1", None, c / n, n))
+            for k in config.pass_k or pass_k_curve(n):
+                if k != 1:
+                    per_question[i].append(("pass@k", k, pass_at_k(n, c, k), n))
+    if config.teacher_forced:
+        for metric, scores in _teacher_forced(model, tokenizer, questions, config.batch_size).items():
+            for i, s in enumerate(scores):
+                if s is not None:
+                    per_question[i].append((metric, None, s[0], s[1]))
+    results: list[EvalResult] = []
+    groups: dict[tuple[str, int | None], list[tuple[float, int]]] = {}
+    for q, rows in zip(questions, per_question):
+        for metric, k, value, samples in rows:
+            groups.setdefault((metric, k), []).append((value, samples))
+            _log(run, "question_scores", **where, question_id=q.qid, metric=metric, k=k, value=value, n=samples)
+    for (metric, k), rows in groups.items():
+        tokens = metric.endswith("_nll")
+        results.append(
+            EvalResult(
+                task=task.name,
+                metric=metric,
+                value=sum(v for v, _ in rows) / len(rows),
+                n_questions=len(rows),
+                # Teacher-forced metrics count the tokens scored, sampled ones the samples per question.
+                n_samples=sum(s for _, s in rows) if tokens else rows[0][1],
+                k=k,
+            )
+        )
     for r in results:
         _log(run, "evals", phase=phase, checkpoint=checkpoint, step=step, **as_dict(r))
     return results
@@ -298,9 +476,10 @@ def perplexity(
     bare.eval()
     try:
         with torch.no_grad():
-            for start in range(0, n_windows, config.batch_size):
-                batch = range(start, min(n_windows, start + config.batch_size))
-                width = min(seq, len(tokens) - 1)
+            width = min(seq, len(tokens) - 1)
+            rows = _rows_per_forward(config.batch_size, width)
+            for start in range(0, n_windows, rows):
+                batch = range(start, min(n_windows, start + rows))
                 x = torch.stack([torch.from_numpy(tokens[w * seq : w * seq + width]) for w in batch]).to(device)
                 y = torch.stack([torch.from_numpy(tokens[w * seq + 1 : w * seq + width + 1]) for w in batch]).to(
                     device

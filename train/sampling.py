@@ -87,16 +87,20 @@ def _choose(
         return ids, logp.gather(-1, ids[:, None])[:, 0]
     logp = torch.log_softmax(logits / temperature, dim=-1)
     probs = logp.exp()
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    order = None
     if top_p < 1.0:
-        # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
-        cum = sorted_probs.cumsum(-1)
-        sorted_probs = sorted_probs.masked_fill(cum - sorted_probs >= top_p, 0.0)
-    cum = sorted_probs.cumsum(-1)
-    # Inverse-CDF sampling with one uniform draw per row from that row's own generator.
+        # Keep the smallest prefix (by probability) whose mass reaches top_p (the first token always survives).
+        # Without truncation the vocabulary order serves as well, and the sort was a fifth of a wide decode step.
+        probs, order = probs.sort(dim=-1, descending=True)
+        cum = probs.cumsum(-1)
+        probs = probs.masked_fill(cum - probs >= top_p, 0.0)
+    cum = probs.cumsum(-1)
+    # Inverse-CDF sampling with one uniform draw per row from that row's own generator: the first index whose
+    # cumulative mass reaches u. u > 0, so a token of zero probability (a flat step of cum) is never picked.
     u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cum.device) * cum[:, -1]
+    u = u.clamp_min(torch.finfo(cum.dtype).tiny)
     pick = torch.searchsorted(cum, u[:, None]).clamp_max(cum.shape[-1] - 1)
-    ids = order.gather(-1, pick)[:, 0]
+    ids = (pick if order is None else order.gather(-1, pick))[:, 0]
     return ids, logp.gather(-1, ids[:, None])[:, 0]
 
 
@@ -159,11 +163,15 @@ def _decode_batch(
     tokens, is_pad = tokens.to(device), is_pad.to(device)
     positions = torch.arange(total, device=device)[None].expand(b, -1)
 
-    out_ids: list[list[int]] = [[] for _ in range(b)]
-    out_lp: list[list[float]] = [[] for _ in range(b)]
-    stopped = [False] * b
+    stopped = torch.zeros(b, dtype=torch.bool, device=device)
     if budget <= 0:
-        return [(out_ids[i], out_lp[i], False) for i in range(b)]
+        return [([], [], False) for _ in range(b)]
+    # Tokens and log-probs stay in tensors until the end: per-row Python bookkeeping at every step
+    # cost as much as the forward itself once many samples decode together.
+    out_ids = torch.zeros((b, budget), dtype=torch.long, device=device)
+    out_lp = torch.zeros((b, budget), dtype=torch.float32, device=device)
+    n_out = torch.zeros(b, dtype=torch.long, device=device)
+    stop_t = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
 
     ctx = StaticInferenceContext(b, total)
     # Prefill: causal within the prompt, and nobody attends to a left pad.
@@ -177,28 +185,25 @@ def _decode_batch(
     gens = list(generators)
     for step in range(budget):
         ids, lp = _choose(logits[:, -1, :], temperature, top_p, gens)
-        ids_list, lp_list = ids.tolist(), lp.tolist()
-        keep = []
-        for j, row in enumerate(alive.tolist()):
-            out_ids[row].append(ids_list[j])
-            out_lp[row].append(lp_list[j])
-            done = ids_list[j] in stop_ids
-            if not done and stop_texts:
-                done = _ends_with_stop(tokenizer, out_ids[row], stop_texts)
-            if done:
-                stopped[row] = True
-            else:
-                keep.append(j)
-        if not keep or step == budget - 1:
+        out_ids[alive, step] = ids
+        out_lp[alive, step] = lp.float()
+        n_out[alive] = step + 1
+        done = torch.isin(ids, stop_t)
+        if stop_texts:
+            for j in (~done).nonzero()[:, 0].tolist():
+                row = int(alive[j])
+                done[j] = _ends_with_stop(tokenizer, out_ids[row, : step + 1].tolist(), stop_texts)
+        stopped[alive[done]] = True
+        keep = (~done).nonzero()[:, 0]
+        if len(keep) == 0 or step == budget - 1:
             break
         if len(keep) < len(alive):
             # Finished rows leave the batch: shrink every layer's cache to the rows still decoding.
-            sel = torch.tensor(keep, device=device)
             for layer, (k, v) in ctx.key_value_memory_dict.items():
-                ctx.key_value_memory_dict[layer] = (k[:, sel], v[:, sel])
+                ctx.key_value_memory_dict[layer] = (k[:, keep], v[:, keep])
             ctx.max_batch_size = len(keep)
-            alive, ids = alive[sel], ids[sel]
-            gens = [gens[j] for j in keep]
+            alive, ids = alive[keep], ids[keep]
+            gens = [gens[j] for j in keep.tolist()]
         pos = ctx.sequence_len_offset
         step_mask = is_pad[alive][:, None, None, : pos + 1]
         logits = model(
@@ -209,7 +214,8 @@ def _decode_batch(
             runtime_gather_output=True,
         )
         ctx.increment_sequence_len_offset(1)
-    return [(out_ids[i], out_lp[i], stopped[i]) for i in range(b)]
+    lengths, ids_rows, lp_rows, flags = n_out.tolist(), out_ids.tolist(), out_lp.tolist(), stopped.tolist()
+    return [(ids_rows[i][: lengths[i]], lp_rows[i][: lengths[i]], flags[i]) for i in range(b)]
 
 
 def generate(

@@ -23,7 +23,7 @@ from typing import Any
 from frontload.core.fingerprint import atomic_write_json
 
 EVENT_SCHEMA_VERSION = 1
-EVENT_KINDS = ("metrics", "evals", "predictions", "rollouts", "stats")
+EVENT_KINDS = ("metrics", "evals", "predictions", "question_scores", "rollouts", "stats")
 
 
 class RunFolder:
@@ -83,7 +83,7 @@ class RunFolder:
         return self._files[kind]
 
     def log(self, kind: str, **fields: Any) -> None:
-        """Append one event of ``kind`` (metrics, evals, predictions, rollouts, stats)."""
+        """Append one event of ``kind`` (metrics, evals, predictions, question_scores, rollouts, stats)."""
         f = self._file(kind)
         record = {"v": EVENT_SCHEMA_VERSION, "run_id": self.run_id, "t": time.time(), "seq": self._seq[kind], **fields}
         self._seq[kind] += 1

@@ -81,7 +81,7 @@ def test_exports_and_other_readers(ingested, tmp_path, capsys):
     con = duckdb.connect(str(ingested / "frontload.duckdb"), read_only=True)
     try:
         assert len(con.sql(sql).df()) == expected.height
-        assert con.sql("SELECT * FROM persistence").pl().height == 2 * 5
+        assert con.sql("SELECT * FROM persistence").pl().height == 2 * (2 * 3 * 3 + 1)  # arm, task, metric, phase
     finally:
         con.close()
 
@@ -110,16 +110,27 @@ def test_report_prints_tables_and_writes_plots(study_ws, capsys):
     paths = report(study_ws, html=True)
     out = capsys.readouterr().out
     assert "ablation" in out and "persistence (gain over baseline" in out and "front_loaded_more" in out
-    assert set(paths.plots) == {"loss_curves", "scores_by_phase", "rl_reward", "data_mix"}
+    assert set(paths.plots) == {
+        "loss_curves",
+        "scores_by_phase",
+        "gains_by_phase",
+        "pass_at_k",
+        "rl_reward",
+        "data_mix",
+    }
     for p in paths.plots.values():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
-    assert pl.read_csv(paths.tables["persistence"]).height == 2 * 5
+    assert pl.read_csv(paths.tables["persistence"]).height == 2 * (2 * 3 * 3 + 1)
     ab = paths.ablation
     assert ab.columns[:2] == ["arm", "phase"] and ab.height == 9
     row = ab.filter((pl.col("arm") == "front_loaded") & (pl.col("phase") == "rl"))
     assert row["heldout_arithmetic pass@1"].item() == pytest.approx(0.55)
     page = paths.html.read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 6 and "<table>" in page
+    # The printed persistence table: gain [interval] after each phase and the verdict.
+    line = next(x for x in out.splitlines() if "front_loaded " in x and "answer_nll" in x and "arithmetic" in x)
+    assert "+0.300 [+0.297, +0.303]" in line and "persists" in line
+    assert {"min_detectable_gain", "se", "half_width"} <= set(pl.read_csv(paths.tables["power"]).columns)
 
 
 def test_report_command(ingested, tmp_path, capsys):
@@ -127,7 +138,9 @@ def test_report_command(ingested, tmp_path, capsys):
     assert "persistence" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "r").glob("*.png")) == [
         "data_mix.png",
+        "gains_by_phase.png",
         "loss_curves.png",
+        "pass_at_k.png",
         "rl_reward.png",
         "scores_by_phase.png",
     ]

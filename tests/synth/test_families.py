@@ -154,6 +154,7 @@ def test_eval_tasks_never_appear_in_training(tmp_path):
     path = write_eval_tasks(tmp_path / "eval.jsonl", families=fams, n=40, seed=0, difficulty=1, templates=1)
     tasks = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(tasks) == 40 and {"question", "answer", "id"} <= set(tasks[0])
+    assert all(t["solution"] and t["answer"] in t["solution"] for t in tasks)  # the gold worked solution
     assert all(in_holdout(t["id"], 0.05) for t in tasks)
     assert not train_ids & {t["id"] for t in tasks}
 

@@ -46,13 +46,25 @@ def test_accuracy_predictions_and_summary_events(ckpt, tmp_path):
     run = RunFolder(tmp_path / "run", stage="eval", config={})
     results = evaluate(ckpt, [TaskSpec(path=str(task))], EvalConfig(max_new_tokens=24, progress=False), run)
     run.close()
-    assert [(r.task, r.metric, r.value, r.n_questions) for r in results] == [("heldout", "accuracy", 0.75, 4)]
+    assert [(r.task, r.metric, r.value, r.n_questions) for r in results if r.metric == "accuracy"] == [
+        ("heldout", "accuracy", 0.75, 4)
+    ]
     preds, bad = read_events(tmp_path / "run/events/predictions.rank0.jsonl")
     assert bad == 0 and [p["question_id"] for p in preds] == ["a", "b", "c", "d"]
     assert [p["verdict"] for p in preds] == ["correct", "correct", "correct", "wrong"]
     assert all(p["prediction"] == "42" and p["checkpoint"] == str(ckpt) and p["phase"] == "sft" for p in preds)
     evals, _ = read_events(tmp_path / "run/events/evals.rank0.jsonl")
-    assert [(e["task"], e["metric"], e["value"], e["step"]) for e in evals] == [("heldout", "accuracy", 0.75, 1)]
+    assert [(e["task"], e["metric"], e["value"], e["step"]) for e in evals if e["metric"] == "accuracy"] == [
+        ("heldout", "accuracy", 0.75, 1)
+    ]
+    # Every question's score is kept, so two arms can be compared question by question.
+    scores, _ = read_events(tmp_path / "run/events/question_scores.rank0.jsonl")
+    assert [(q["question_id"], q["value"]) for q in scores if q["metric"] == "accuracy"] == [
+        ("a", 1.0),
+        ("b", 1.0),
+        ("c", 1.0),
+        ("d", 0.0),
+    ]
 
 
 def test_sampled_pass_at_k_from_a_corpus_style_task(ckpt, tmp_path):
@@ -65,7 +77,9 @@ def test_sampled_pass_at_k_from_a_corpus_style_task(ckpt, tmp_path):
         ],
     )
     spec = TaskSpec(path=str(task), question_field="metadata.problem", answer_field="metadata.answer", name="mixed")
-    cfg = EvalConfig(samples=4, temperature=0.7, pass_k=[1, 2], max_new_tokens=24, progress=False)
+    cfg = EvalConfig(
+        samples=4, temperature=0.7, pass_k=[1, 2], max_new_tokens=24, progress=False, teacher_forced=False
+    )
     results = {(r.metric, r.k): r for r in evaluate(ckpt, [spec], cfg)}
     assert set(results) == {("pass@1", None), ("pass@k", 2)}
     p1, p2 = results[("pass@1", None)], results[("pass@k", 2)]
@@ -138,11 +152,87 @@ def test_vllm_backend_gives_the_same_answers(ckpt, tmp_path):
         tmp_path / "t.jsonl",
         [{"id": "a", "question": "What is 6 * 7?", "answer": "42"}, {"id": "b", "question": "2 + 2?", "answer": "4"}],
     )
-    runs = {}
+    runs, nll = {}, {}
     for backend in ("megatron", "vllm"):
         with RunFolder(tmp_path / backend, stage="eval", config={}) as run:
             results = evaluate(ckpt, [TaskSpec(path=str(task))], EvalConfig(max_new_tokens=24, backend=backend), run)
-        assert [(r.metric, r.value) for r in results] == [("accuracy", 0.5)]
+        assert [(r.metric, r.value) for r in results if r.metric == "accuracy"] == [("accuracy", 0.5)]
+        # Teacher-forced metrics always come from the Megatron model itself: the same on both back ends.
+        nll[backend] = next(r.value for r in results if r.metric == "answer_nll")
         runs[backend], _ = read_events(tmp_path / backend / "events/predictions.rank0.jsonl")
     fields = ("question_id", "completion", "prediction", "verdict", "finish_reason", "length")
     assert [[p[f] for f in fields] for p in runs["vllm"]] == [[p[f] for f in fields] for p in runs["megatron"]]
+    assert nll["vllm"] == nll["megatron"]
+
+
+def _hand_nll(model, prompt_ids, response_ids, lo, hi):
+    """Mean NLL of response_ids[lo:hi] after prompt_ids: one explicit forward and log_softmax."""
+    import torch
+
+    from frontload.train.model import forward
+
+    ids = torch.tensor(prompt_ids + response_ids)
+    with torch.no_grad():
+        logp = torch.log_softmax(forward(model, ids[None])[0].float(), dim=-1)
+    p = len(prompt_ids)
+    return -sum(float(logp[p + j - 1, response_ids[j]]) for j in range(lo, hi)) / (hi - lo)
+
+
+def test_teacher_forced_metrics_equal_a_hand_computation(ckpt, tiny_tokenizer, tmp_path):
+    from frontload.core.chat import render_prompt, render_response
+    from frontload.train.checkpoint import load_model
+
+    rows = [
+        {"id": "a", "question": "What is 6 * 7?", "answer": "42", "solution": "6 * 7 = 42"},
+        {"id": "b", "question": "What is 3 / 4 of 1?", "answer": "3/4"},  # no solution: answer_nll only
+        {"id": "c", "question": "Name 12 + 30.", "answer": "42", "solution": "12 + 30 = 42"},
+    ]
+    task = write_task(tmp_path / "tf.jsonl", rows)
+    with RunFolder(tmp_path / "run", stage="eval", config={}) as run:
+        results = evaluate(ckpt, [TaskSpec(path=str(task))], EvalConfig(max_new_tokens=4, progress=False), run)
+    scores, _ = read_events(tmp_path / "run/events/question_scores.rank0.jsonl")
+    got = {(s["question_id"], s["metric"]): s for s in scores}
+    model, _, _ = load_model(ckpt)
+    tok = tiny_tokenizer
+    for row in rows:
+        prompt = tok.encode(render_prompt(row["question"]))
+        # answer_nll: the answer sentence alone; scored = the shortest run of its tokens spelling answer + "}".
+        answer = tok.encode(render_response(None, row["answer"]))
+        lo, hi = min(
+            (
+                (i, j)
+                for i in range(len(answer))
+                for j in range(i + 1, len(answer) + 1)
+                if row["answer"] + "}" in tok.decode(answer[i:j])
+            ),
+            key=lambda w: w[1] - w[0],
+        )
+        expected = _hand_nll(model, prompt, answer, lo, hi)
+        assert got[(row["id"], "answer_nll")]["value"] == pytest.approx(expected, rel=1e-4)
+        assert got[(row["id"], "answer_nll")]["n"] == hi - lo
+        if "solution" in row:
+            response = tok.encode(render_response(row["solution"], row["answer"]))
+            expected = _hand_nll(model, prompt, response, 0, len(response))
+            assert got[(row["id"], "solution_nll")]["value"] == pytest.approx(expected, rel=1e-4)
+            assert got[(row["id"], "solution_nll")]["n"] == len(response)
+        else:
+            assert (row["id"], "solution_nll") not in got
+    summary = {r.metric: r for r in results}
+    assert summary["answer_nll"].n_questions == 3 and summary["solution_nll"].n_questions == 2
+    assert summary["solution_nll"].value == pytest.approx(
+        (got[("a", "solution_nll")]["value"] + got[("c", "solution_nll")]["value"]) / 2
+    )
+    # The memorized model has seen "The answer is \\boxed{42}": 42 is far likelier than 3/4.
+    assert got[("a", "answer_nll")]["value"] < got[("b", "answer_nll")]["value"]
+
+
+def test_sampled_metrics_report_the_pass_at_k_curve(ckpt, tmp_path):
+    from frontload.train.evaluate import pass_k_curve
+
+    assert pass_k_curve(32) == [2, 4, 8, 16, 32] and pass_k_curve(6) == [2, 4, 6] and pass_k_curve(1) == []
+    task = write_task(tmp_path / "t.jsonl", [{"question": "What is 6 * 7?", "answer": "42"}])
+    cfg = EvalConfig(samples=8, temperature=1.0, max_new_tokens=12, progress=False, teacher_forced=False)
+    results = evaluate(ckpt, [TaskSpec(path=str(task))], cfg)
+    assert [(r.metric, r.k) for r in results] == [("pass@1", None), ("pass@k", 2), ("pass@k", 4), ("pass@k", 8)]
+    values = [r.value for r in results]
+    assert values == sorted(values)  # pass@k never falls as k grows
