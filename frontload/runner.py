@@ -50,9 +50,11 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
     task_ids = _add_tasks(plan)
     _add_corpora(plan, task_ids)
     _add_tokenizer(plan)
-    for arm in study.arms:
-        for phase_step in _add_phases(plan, arm):
-            _add_eval(plan, arm, phase_step, task_ids)
+    # Seed by seed, so that a first seed of every arm is complete before the next one starts.
+    for seed in study.seeds:
+        for arm in study.arms:
+            for phase_step in _add_phases(plan, arm, seed):
+                _add_eval(plan, arm, seed, phase_step, task_ids)
     return plan
 
 
@@ -123,22 +125,23 @@ def _add_shards(plan: StudyPlan, name: str, sft: bool) -> str:
     return step_id
 
 
-def _add_phases(plan: StudyPlan, arm: ArmSection) -> list[Step]:
-    """An arm's training phases along its checkpoint chain, each keyed by the one before."""
-    study, seed = plan.study, plan.study.study.seed
+def _add_phases(plan: StudyPlan, arm: ArmSection, seed: int) -> list[Step]:
+    """An arm's training phases for one seed along its checkpoint chain, each keyed by the one before."""
+    study = plan.study
 
     def phase(kind: str, fp: str, deps: list[str], action) -> Step:
         # Training phases resume in place from their checkpoints, on GPU nodes when scaled out.
         return plan.add(
             Step(
-                id=f"{kind}:{arm.name}",
+                id=S.run_id(kind, arm.name, seed),
                 kind=kind,
                 fingerprint=fp,
-                output=plan.layout.run(arm.name, kind, fp),
+                output=plan.layout.run(arm.name, kind, fp, seed=seed),
                 deps=deps,
                 atomic=False,
                 resources="gpu",
                 action=action,
+                seed=seed,
             )
         )
 
@@ -151,37 +154,38 @@ def _add_phases(plan: StudyPlan, arm: ArmSection) -> list[Step]:
         [plan[s].fingerprint for s in pre_shards],
         seed,
     )
-    last = phase("pretrain", pre_fp, pre_shards, S.pretrain_action(plan, arm))
+    last = phase("pretrain", pre_fp, pre_shards, S.pretrain_action(plan, arm, seed))
     phases = [last]
     if arm.sft is not None:
         sft_shards = sorted({_add_shards(plan, src, True) for src in arm.sft.weights})
         sft_fp = fingerprint(
             "sft", last.fingerprint, study.sft, as_dict(arm.sft), [plan[s].fingerprint for s in sft_shards]
         )
-        last = phase("sft", sft_fp, [last.id, *sft_shards], S.sft_action(plan, arm))
+        last = phase("sft", sft_fp, [last.id, *sft_shards], S.sft_action(plan, arm, seed, last))
         phases.append(last)
     if arm.rl is not None:
         rl_corpus = f"corpus:{arm.rl.problems}"
         rl_fp = fingerprint("rl", last.fingerprint, study.rl, as_dict(arm.rl), plan[rl_corpus].fingerprint, seed)
-        last = phase("rl", rl_fp, [last.id, rl_corpus], S.rl_action(plan, arm))
+        last = phase("rl", rl_fp, [last.id, rl_corpus], S.rl_action(plan, arm, seed, last))
         phases.append(last)
     return phases
 
 
-def _add_eval(plan: StudyPlan, arm: ArmSection, phase_step: Step, task_ids: list[str]) -> None:
+def _add_eval(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step, task_ids: list[str]) -> None:
     study = plan.study
     if phase_step.kind not in study.eval.after or not study.eval.tasks:
         return
-    fp = fingerprint("eval", phase_step.fingerprint, as_dict(study.eval), study.study.seed)
+    fp = fingerprint("eval", phase_step.fingerprint, as_dict(study.eval), seed)
     plan.add(
         Step(
-            id=f"eval:{arm.name}:{phase_step.kind}",
+            id=S.run_id("eval", arm.name, seed, phase_step.kind),
             kind="eval",
             fingerprint=fp,
-            output=plan.layout.eval_run(arm.name, phase_step.kind, fp),
+            output=plan.layout.eval_run(arm.name, phase_step.kind, fp, seed=seed),
             deps=[phase_step.id, *task_ids],
             resources="gpu",
-            action=S.eval_action(plan, arm, phase_step),
+            action=S.eval_action(plan, arm, seed, phase_step),
+            seed=seed,
         )
     )
 
@@ -228,7 +232,8 @@ def run_study(
 
         logger.disable("datatrove")
     plan = build_plan(study, data_executor=data_executor)
-    print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws}")
+    seeds = ", ".join(str(s) for s in study.seeds)
+    print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws} (training seeds: {seeds})")
     if dry_run:
         print(format_plan(plan))
         return 0

@@ -28,7 +28,7 @@ PARTIAL = ".partial"  # a data step builds into <output>.partial, renamed into p
 class Step:
     """One unit of work of a study, complete or absent."""
 
-    id: str  # e.g. "shards:web", "pretrain:baseline", "eval:front_loaded:sft"
+    id: str  # e.g. "shards:web", "pretrain:baseline:s1", "eval:front_loaded:sft:s1"
     kind: str  # corpus, tokenizer, shards, task, pretrain, sft, rl, eval
     fingerprint: str
     output: Path
@@ -36,6 +36,7 @@ class Step:
     action: Callable[[Path], Any] | None = None  # builds the output into the given folder
     atomic: bool = True  # build in <output>.partial then rename; else resume in place
     resources: str = "cpu"  # "cpu" data step or "gpu" training step (for scale-out job scripts)
+    seed: int | None = None  # the training seed of a training or evaluation step (data steps: None)
 
     @property
     def partial(self) -> Path:
@@ -72,6 +73,11 @@ class StudyPlan:
 
     def ordered(self) -> list[Step]:
         return list(self.steps.values())
+
+
+def run_id(kind: str, arm: str, seed: int, phase: str | None = None) -> str:
+    """The id of a training or evaluation step: ``pretrain:baseline:s1``, ``eval:baseline:sft:s1``."""
+    return ":".join([kind, arm, *([phase] if phase else []), f"s{seed}"])
 
 
 def corpus_files(folder: Path) -> list[Path]:
@@ -218,7 +224,7 @@ def mix_schedule(study: Study, phase: str, stages) -> Any:
     return MixSchedule(**{phase: list(stages)}, repeat_caps=_repeat_caps(study))
 
 
-def pretrain_action(plan: StudyPlan, arm: ArmSection):
+def pretrain_action(plan: StudyPlan, arm: ArmSection, seed: int):
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -236,7 +242,8 @@ def pretrain_action(plan: StudyPlan, arm: ArmSection):
             mix=mix_schedule(study, "pretrain", arm.pretrain),
             tokenizer=str(tok_dir),
             arm=arm.name,
-            seed=study.study.seed,
+            sweep=arm.sweep,
+            seed=seed,
             model=model_config(study, load_tokenizer(tok_dir).vocab_size),
         )
         return pretrain(cfg)
@@ -244,7 +251,7 @@ def pretrain_action(plan: StudyPlan, arm: ArmSection):
     return action
 
 
-def sft_action(plan: StudyPlan, arm: ArmSection):
+def sft_action(plan: StudyPlan, arm: ArmSection, seed: int, parent: Step):
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -258,15 +265,16 @@ def sft_action(plan: StudyPlan, arm: ArmSection):
             shards=shard_dirs(plan, arm.sft.weights, sft=True),
             mix=mix_schedule(study, "sft", [arm.sft]),
             arm=arm.name,
-            seed=study.study.seed,
-            init_from=str(final_checkpoint(plan[f"pretrain:{arm.name}"])),
+            sweep=arm.sweep,
+            seed=seed,
+            init_from=str(final_checkpoint(parent)),
         )
         return sft(cfg)
 
     return action
 
 
-def rl_action(plan: StudyPlan, arm: ArmSection):
+def rl_action(plan: StudyPlan, arm: ArmSection, seed: int, parent: Step):
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -279,8 +287,9 @@ def rl_action(plan: StudyPlan, arm: ArmSection):
             "rl",
             run_dir=str(out),
             arm=arm.name,
-            seed=study.study.seed,
-            init_from=str(final_checkpoint(plan[f"sft:{arm.name}"])),
+            sweep=arm.sweep,
+            seed=seed,
+            init_from=str(final_checkpoint(parent)),
             prompts=str(plan[f"corpus:{arm.rl.problems}"].output),
             **overrides,
         )
@@ -289,7 +298,7 @@ def rl_action(plan: StudyPlan, arm: ArmSection):
     return action
 
 
-def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
+def eval_action(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step):
     study = plan.study
 
     def action(out: Path) -> None:
@@ -301,7 +310,7 @@ def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
         perplexity = [str(plan[f"shards:{c}"].output) for c in study.eval.perplexity_on if f"shards:{c}" in plan.steps]
         config = from_mapping(
             EvalConfig,
-            {**study.eval.decoding(), "seed": study.study.seed, "perplexity": perplexity},
+            {**study.eval.decoding(), "seed": seed, "perplexity": perplexity},
             f"{study.path}: [eval]",
         )
         with RunFolder(
@@ -311,6 +320,7 @@ def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
             phase=phase_step.kind,
             parent=str(ckpt),
             config={"checkpoint": str(ckpt), "tasks": [as_dict(t) for t in tasks], **as_dict(config)},
+            extra={"seed": seed, "sweep": arm.sweep},
         ) as run:
             results = evaluate(ckpt, tasks, config, run)
         from frontload.train.evaluate import format_table

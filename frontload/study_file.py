@@ -22,12 +22,21 @@ from frontload.corpus.mix import MixStage
 
 @dataclass(kw_only=True)
 class StudySection:
-    """``[study]``: name, workspace folder (relative to the study file's folder unless absolute), seed."""
+    """``[study]``: name, workspace folder (relative to the study file's folder unless absolute), seeds."""
 
     name: str
     workspace: str = "runs/study"
-    seed: int = 1234
+    seed: int = 1234  # the data seed: corpora, tokenizer and tasks are built once with it
+    seeds: list[int] | None = None  # training seeds (model init, data order, sampling); default [seed]
     baseline: str | None = None  # the arm every other arm is compared against; default: the first
+    share_prefixes: bool = True  # arms that agree on their first pretraining stages train them once
+
+    def __post_init__(self) -> None:
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ConfigError("seeds", "name at least one seed (or leave seeds out: one run with seed)")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError("seeds", f"seeds must be distinct, got {self.seeds}")
 
 
 @dataclass(kw_only=True)
@@ -100,6 +109,8 @@ class ArmSection:
     pretrain: list[MixStage]  # stages in order, each a budget (tokens/samples/epochs) and a blend
     sft: MixStage | None = None  # e.g. { epochs = 2, blend = { reasoning_hq = 1.0 } }
     rl: RLArmSection | None = None
+    # Set by [[sweeps]] expansion, never written by hand: {"template": arm, "axes": {axis: value}}.
+    sweep: dict[str, Any] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if not self.pretrain:
@@ -173,6 +184,11 @@ class Study:
     @property
     def baseline(self) -> str:
         return self.study.baseline or self.arms[0].name
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds: every arm trains and is evaluated once per seed."""
+        return list(self.study.seeds) if self.study.seeds is not None else [self.study.seed]
 
     def to_dict(self) -> dict[str, Any]:
         d = as_dict(self)
@@ -267,7 +283,20 @@ def model_config(study: Study, vocab_size: int | None = None):
 
 # Fields of the phase configs that the runner sets itself; a study file may not.
 RUNNER_FIELDS = frozenset(
-    {"run_dir", "shards", "mix", "plan", "tokenizer", "arm", "init_from", "seed", "model", "prompts", "progress"}
+    {
+        "run_dir",
+        "shards",
+        "mix",
+        "plan",
+        "tokenizer",
+        "arm",
+        "sweep",
+        "init_from",
+        "seed",
+        "model",
+        "prompts",
+        "progress",
+    }
 )
 
 

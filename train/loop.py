@@ -318,6 +318,7 @@ class PhaseConfig:
     exit_after: int | None = None  # stop after N steps in this invocation, with a checkpoint; rerunning resumes
     seed: int = 1234  # model init, data order (through the mix plan) and RNG streams
     arm: str | None = None  # study arm this run belongs to (recorded in config.json)
+    sweep: dict[str, Any] | None = None  # the sweep the arm came from, {template, axes} (recorded in config.json)
     init_from: str | None = None  # checkpoint (or run folder: its latest checkpoint) to start from
     progress: bool = True  # tqdm progress bar
 
@@ -470,7 +471,16 @@ def run_phase(
                     f"{resumed}: consumed {state.consumed_by_source} per source, but the mix plan's first "
                     f"{state.consumed_samples} samples are {expected}; the data changed, use a new run folder",
                 )
-    run = RunFolder(run_dir, stage=phase, config=config_dict, arm=config.arm, phase=phase, parent=parent, rank=rt.rank)
+    run = RunFolder(
+        run_dir,
+        stage=phase,
+        config=config_dict,
+        arm=config.arm,
+        phase=phase,
+        parent=parent,
+        rank=rt.rank,
+        extra={"seed": config.seed, "sweep": config.sweep},
+    )
     try:
         batches = dataset_batches(dataset, loop_cfg, rt.dp_rank, rt.dp_size)
         last = train_loop(state, batches, loss_fn, loop_cfg, run, on_step=on_step)
