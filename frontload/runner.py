@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
+import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from frontload.core.atomic import atomic_folder
 from frontload.core.config import as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint
+from frontload.corpus.mix import MixStage
 from frontload.steps import DONE, Step, StudyPlan
 from frontload.study_file import ArmSection, Study
 
@@ -50,10 +54,14 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
     task_ids = _add_tasks(plan)
     _add_corpora(plan, task_ids)
     _add_tokenizer(plan)
+    plan.prefixes, plan.notes = plan_prefixes(study)
+    branch_of = {arm: group for group in plan.prefixes for arm in group.arms}
     # Seed by seed, so that a first seed of every arm is complete before the next one starts.
     for seed in study.seeds:
+        for group in plan.prefixes:
+            _add_prefix(plan, group, seed)
         for arm in study.arms:
-            for phase_step in _add_phases(plan, arm, seed):
+            for phase_step in _add_phases(plan, arm, seed, branch_of.get(arm.name)):
                 _add_eval(plan, arm, seed, phase_step, task_ids)
     return plan
 
@@ -125,7 +133,145 @@ def _add_shards(plan: StudyPlan, name: str, sft: bool) -> str:
     return step_id
 
 
-def _add_phases(plan: StudyPlan, arm: ArmSection, seed: int) -> list[Step]:
+@dataclass(frozen=True)
+class PrefixGroup:
+    """Arms that agree on their first ``stages`` pretraining stages and train them once, then branch."""
+
+    index: int  # 1-based, in study order (names the step: pretrain-prefix:<index>:s<seed>)
+    arms: tuple[str, ...]
+    stages: list[MixStage]  # the shared stages
+    samples: int  # samples the shared stages hold
+    shared_steps: int  # steps trained once: the whole global batches inside the shared stages
+    total_steps: int  # steps of the whole phase (the learning-rate schedule spans them)
+
+    def step_id(self, seed: int) -> str:
+        return f"pretrain-prefix:{self.index}:s{seed}"
+
+
+def _stage_samples(stage: MixStage, seq_len: int) -> int | None:
+    """Samples a stage holds, known before its shards exist (None for an epochs budget)."""
+    if stage.samples is not None:
+        return stage.samples
+    if stage.tokens is not None:
+        return math.ceil(stage.tokens / seq_len)
+    if stage.source_tokens:
+        return math.ceil(sum(stage.source_tokens.values()) / seq_len)
+    return None  # epochs: a multiple of the shard sets' token counts
+
+
+def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
+    """Groups of arms that share a pretraining prefix, and why arms that could have shared do not.
+
+    Arms share when they agree on their first stages (budgets, blends, hence shard sets) and on the
+    phase's total steps: model, tokenizer, seed and the ``[pretrain]`` table (optimizer, learning-rate
+    schedule, batch sizes) are one for all arms of a study. The total steps must agree because the
+    learning-rate schedule spans them; the prefix trains the whole global batches inside the shared
+    stages, and the batch that straddles the branch point belongs to the arms.
+    """
+    from frontload.study_file import model_config, phase_config
+
+    if not study.study.share_prefixes or len(study.arms) < 2:
+        why = "[study] share_prefixes = false" if len(study.arms) > 1 else "one arm"
+        return [], [f"no shared pretraining prefixes: {why}"]
+    model = model_config(study)
+    cfg = phase_config(study, "pretrain", run_dir="-", plan="-", model=model)
+    seq_len, batch = model.seq_len, cfg.global_batch
+    notes: list[str] = []
+
+    def key(stage: MixStage) -> str:
+        return json.dumps(as_dict(stage), sort_keys=True)
+
+    def total_steps(arm: ArmSection) -> int | None:
+        if cfg.steps is not None:
+            return cfg.steps
+        counts = [_stage_samples(st, seq_len) for st in arm.pretrain]
+        return None if None in counts else sum(counts) // batch
+
+    by_first: dict[str, list[ArmSection]] = {}
+    for arm in study.arms:
+        by_first.setdefault(key(arm.pretrain[0]), []).append(arm)
+    groups: list[PrefixGroup] = []
+    for arms in by_first.values():
+        if len(arms) < 2:
+            continue
+        names = ", ".join(a.name for a in arms)
+        totals = {a.name: total_steps(a) for a in arms}
+        if None in totals.values():
+            notes.append(
+                f"not shared ({names}): a stage's budget is in epochs, so the total steps (the learning-rate "
+                "schedule's length) are known only once the shards exist"
+            )
+            continue
+        by_total: dict[int, list[ArmSection]] = {}
+        for a in arms:
+            by_total.setdefault(totals[a.name], []).append(a)
+        if len(by_total) > 1:
+            notes.append(
+                f"not shared across totals ({', '.join(f'{a.name}: {totals[a.name]} steps' for a in arms)}): the "
+                "learning-rate schedule spans the phase's total steps, so it differs before the branch point"
+            )
+        for total, same in by_total.items():
+            if len(same) < 2:
+                continue
+            k = 0
+            while all(len(a.pretrain) > k for a in same) and len({key(a.pretrain[k]) for a in same}) == 1:
+                k += 1
+            counts = [_stage_samples(st, seq_len) for st in same[0].pretrain[:k]]
+            names = ", ".join(a.name for a in same)
+            if None in counts:
+                notes.append(f"not shared ({names}): a shared stage's budget is in epochs")
+                continue
+            shared = min(sum(counts) // batch, total)
+            if shared < 1:
+                notes.append(f"not shared ({names}): the shared stages hold fewer samples than one global batch")
+                continue
+            groups.append(
+                PrefixGroup(
+                    index=len(groups) + 1,
+                    arms=tuple(a.name for a in same),
+                    stages=list(same[0].pretrain[:k]),
+                    samples=sum(counts),
+                    shared_steps=shared,
+                    total_steps=total,
+                )
+            )
+    return groups, notes
+
+
+def _add_prefix(plan: StudyPlan, group: PrefixGroup, seed: int) -> Step:
+    """The step that trains a shared prefix once for one seed; its arms' pretraining resumes from it."""
+    study = plan.study
+    shards = sorted({_add_shards(plan, src, False) for stage in group.stages for src in stage.weights})
+    # Exactly what determines the state at the branch point; not the arms or their later stages.
+    fp = fingerprint(
+        "pretrain-prefix",
+        study.model,
+        study.pretrain,
+        as_dict(group.stages),
+        [plan[s].fingerprint for s in shards],
+        plan["tokenizer"].fingerprint,
+        seed,
+        group.total_steps,
+        group.shared_steps,
+    )
+    return plan.add(
+        Step(
+            id=group.step_id(seed),
+            kind="pretrain-prefix",
+            fingerprint=fp,
+            output=plan.layout.shared_run("pretrain", fp, seed=seed),
+            deps=shards,
+            atomic=False,
+            resources="gpu",
+            action=S.prefix_action(
+                plan, group.stages, seed, total_steps=group.total_steps, stop_at=group.shared_steps
+            ),
+            seed=seed,
+        )
+    )
+
+
+def _add_phases(plan: StudyPlan, arm: ArmSection, seed: int, prefix: PrefixGroup | None = None) -> list[Step]:
     """An arm's training phases for one seed along its checkpoint chain, each keyed by the one before."""
     study = plan.study
 
@@ -154,7 +300,11 @@ def _add_phases(plan: StudyPlan, arm: ArmSection, seed: int) -> list[Step]:
         [plan[s].fingerprint for s in pre_shards],
         seed,
     )
-    last = phase("pretrain", pre_fp, pre_shards, S.pretrain_action(plan, arm, seed))
+    # A branch ends in the same state as a run from scratch (tested bitwise), so its fingerprint is
+    # the same either way and a workspace trained without sharing is reused with it, and back.
+    branch = plan[prefix.step_id(seed)] if prefix is not None else None
+    deps = [branch.id, *pre_shards] if branch is not None else pre_shards
+    last = phase("pretrain", pre_fp, deps, S.pretrain_action(plan, arm, seed, branch))
     phases = [last]
     if arm.sft is not None:
         sft_shards = sorted({_add_shards(plan, src, True) for src in arm.sft.weights})
@@ -202,6 +352,26 @@ def format_plan(plan: StudyPlan) -> str:
     return "\n".join(rows)
 
 
+def format_prefixes(plan: StudyPlan) -> str:
+    """The branching tree: which arms continue from which shared prefix, at which step; and why not."""
+    lines = []
+    for group in plan.prefixes:
+        k = len(group.stages)
+        stages = f"stages 0-{k - 1}" if k > 1 else "stage 0"
+        for seed in plan.study.seeds:
+            lines.append(
+                f"{group.step_id(seed)}  {stages} ({group.samples} samples): steps 1-{group.shared_steps} "
+                f"of the phase's {group.total_steps}, trained once"
+            )
+            for i, arm in enumerate(group.arms):
+                branch = "└─" if i == len(group.arms) - 1 else "├─"
+                lines.append(
+                    f"  {branch} {S.run_id('pretrain', arm, seed)}  continues at step {group.shared_steps + 1}"
+                )
+    lines.extend(plan.notes)
+    return "\n".join(lines)
+
+
 def run_step(step: Step) -> None:
     """Run one step so that its output ends complete (atomic steps) or resumable (training)."""
     if step.done():
@@ -234,6 +404,8 @@ def run_study(
     plan = build_plan(study, data_executor=data_executor)
     seeds = ", ".join(str(s) for s in study.seeds)
     print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws} (training seeds: {seeds})")
+    if plan.prefixes or plan.notes:
+        print(format_prefixes(plan))
     if dry_run:
         print(format_plan(plan))
         return 0

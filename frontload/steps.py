@@ -63,6 +63,8 @@ class StudyPlan:
         self.ws = study.workspace
         self.layout = Workspace(self.ws)
         self.steps: dict[str, Step] = {}
+        self.prefixes: list[Any] = []  # runner.PrefixGroup: arms that train their first stages once
+        self.notes: list[str] = []  # why arms that could have shared a prefix do not
 
     def add(self, step: Step) -> Step:
         self.steps[step.id] = step
@@ -224,7 +226,35 @@ def mix_schedule(study: Study, phase: str, stages) -> Any:
     return MixSchedule(**{phase: list(stages)}, repeat_caps=_repeat_caps(study))
 
 
-def pretrain_action(plan: StudyPlan, arm: ArmSection, seed: int):
+def prefix_action(plan: StudyPlan, stages, seed: int, *, total_steps: int, stop_at: int):
+    """Train shared pretraining stages: the schedule of the whole phase (``total_steps``), ending at ``stop_at``."""
+    study = plan.study
+
+    def action(out: Path) -> Path:
+        from frontload.corpus.tokenizer import load_tokenizer
+        from frontload.study_file import model_config, phase_config
+        from frontload.train.pretrain import pretrain
+
+        tok_dir = plan["tokenizer"].output
+        cfg = phase_config(
+            study,
+            "pretrain",
+            run_dir=str(out),
+            shards=shard_dirs(plan, sorted({s for st in stages for s in st.weights})),
+            mix=mix_schedule(study, "pretrain", stages),
+            tokenizer=str(tok_dir),
+            seed=seed,
+            steps=total_steps,
+            stop_at=stop_at,
+            model=model_config(study, load_tokenizer(tok_dir).vocab_size),
+        )
+        return pretrain(cfg)
+
+    return action
+
+
+def pretrain_action(plan: StudyPlan, arm: ArmSection, seed: int, prefix: Step | None = None):
+    """An arm's pretraining; with ``prefix`` it continues from that shared prefix's final checkpoint."""
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -244,6 +274,7 @@ def pretrain_action(plan: StudyPlan, arm: ArmSection, seed: int):
             arm=arm.name,
             sweep=arm.sweep,
             seed=seed,
+            resume_from=str(final_checkpoint(prefix)) if prefix is not None else None,
             model=model_config(study, load_tokenizer(tok_dir).vocab_size),
         )
         return pretrain(cfg)

@@ -1,0 +1,139 @@
+"""Shared pretraining prefixes: trained once, branched, and bitwise equal to training every arm alone."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from frontload.runner import build_plan, run_study
+from frontload.study_file import load_study
+
+STUDY = Path(__file__).with_name("prefix_study.toml")
+
+
+def _study(tmp_path: Path, edit=None, name="study.toml"):
+    text = STUDY.read_text()
+    if edit:
+        text = edit(text)
+    path = tmp_path / name
+    path.write_text(text)
+    study = load_study(path)
+    study.study.workspace = str(tmp_path / "ws")
+    return study
+
+
+def _unshared(text: str) -> str:
+    return text.replace("seed = 3\n", "seed = 3\nshare_prefixes = false\n", 1)
+
+
+def _metrics(run_dir: Path) -> dict[int, tuple]:
+    lines = (run_dir / "events" / "metrics.rank0.jsonl").read_text().splitlines()
+    return {m["step"]: (m["loss"], m["lr"], m["grad_norm"], m["consumed_samples"]) for m in map(json.loads, lines)}
+
+
+def _trained(ws: Path, arm: str) -> tuple[dict[int, tuple], dict[str, bytes], dict]:
+    """An arm's whole pretraining curve (through its parent prefix, if any) and final weights."""
+    (run,) = (ws / "runs" / arm / "seed-3" / "pretrain").iterdir()
+    info = json.loads((run / "config.json").read_text())
+    curve = _metrics(run)
+    if info["parent"]:
+        prefix_run = Path(info["parent"]).parents[1]
+        curve = {**_metrics(prefix_run), **curve}
+    final = Path((run / "DONE").read_text().strip())
+    return curve, {p.name: p.read_bytes() for p in final.glob("model_*.pt")}, info
+
+
+@pytest.mark.slow
+def test_shared_prefix_trains_once_and_equals_training_each_arm_alone(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert run_study(_study(tmp_path, _unshared), report=False) == 0
+    alone = {arm: _trained(ws, arm) for arm in ("plain", "mixed")}
+    shutil.move(ws / "runs", tmp_path / "runs-alone")  # the data steps stay and are reused
+
+    capsys.readouterr()
+    assert run_study(_study(tmp_path), report=False) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"pretrain-prefix:1:s3 +run", out) and re.search(r"shards:web +reuse", out)
+    for arm in ("plain", "mixed"):
+        curve, weights, info = _trained(ws, arm)
+        assert sorted(curve) == [1, 2, 3, 4, 5]
+        assert curve == alone[arm][0]  # loss, lr, grad norm and samples of every step, bit for bit
+        assert weights and weights == alone[arm][1]
+        # The branch records the prefix's last checkpoint as its parent and starts after it.
+        assert re.search(r"runs/_shared/seed-3/pretrain/\w+/checkpoints/step_0*3$", info["parent"])
+        assert info["seed"] == 3 and info["arm"] == arm
+        assert min(_metrics(Path(info["config"]["run_dir"]))) == 4
+    # Steps trained: 3 shared + 2 per arm, against 5 per arm alone.
+    (prefix,) = (ws / "runs" / "_shared" / "seed-3" / "pretrain").iterdir()
+    shared_steps = len(_metrics(prefix))
+    branch_steps = sum(len(_metrics(next((ws / "runs" / a / "seed-3" / "pretrain").iterdir()))) for a in alone)
+    alone_steps = sum(len(c) for c, _, _ in alone.values())
+    assert (shared_steps, branch_steps, alone_steps) == (3, 4, 10)
+    print(f"\npretraining steps: {shared_steps + branch_steps} with a shared prefix, {alone_steps} without")
+
+
+def test_dry_run_shows_the_tree(tmp_path, capsys):
+    assert (
+        run_study(_study(tmp_path, lambda t: t.replace("seed = 3\n", "seed = 3\nseeds = [3, 4]\n", 1)), dry_run=True)
+        == 0
+    )
+    out = capsys.readouterr().out
+    for seed in (3, 4):
+        assert f"pretrain-prefix:1:s{seed}  stage 0 (14 samples): steps 1-3 of the phase's 5, trained once" in out
+        assert re.search(rf"├─ pretrain:plain:s{seed} +continues at step 4", out)
+        assert re.search(rf"└─ pretrain:mixed:s{seed} +continues at step 4", out)
+    plan = build_plan(_study(tmp_path))
+    assert plan["pretrain:mixed:s3"].deps[0] == "pretrain-prefix:1:s3"
+    assert plan["pretrain-prefix:1:s3"].deps == ["shards:web"]  # not the branches' later shard sets
+
+
+def test_prefix_fingerprint_covers_what_determines_its_state(tmp_path):
+    def prefix_fp(edit=None) -> str:
+        return build_plan(_study(tmp_path, edit))["pretrain-prefix:1:s3"].fingerprint
+
+    base = prefix_fp()
+    # A later stage of one arm changes nothing before the branch point ...
+    assert prefix_fp(lambda t: t.replace("web = 0.5, problems = 0.5", "web = 0.25, problems = 0.75")) == base
+    # ... but the schedule's length, the optimizer, the model and the shared stage do.
+    for old, new in [
+        ("samples = 8", "samples = 12"),
+        ("lr = 3e-3", "lr = 1e-3"),
+        ("layers = 2", "layers = 3"),
+        ("samples = 14", "samples = 15"),
+    ]:
+        assert prefix_fp(lambda t, old=old, new=new: t.replace(old, new)) != base, old
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        # Different total tokens: the learning-rate schedule differs before the branch point.
+        (
+            lambda t: t.replace("{ samples = 8, blend = { web = 0.5", "{ samples = 12, blend = { web = 0.5"),
+            r"not shared across totals \(plain: 5 steps, mixed: 6 steps\): the learning-rate schedule",
+        ),
+        (
+            lambda t: t.replace(
+                "{ samples = 14, blend = { web = 1.0 } }, { samples = 8, blend = { web = 0.5",
+                "{ samples = 14, blend = { web = 0.9, problems = 0.1 } }, { samples = 8, blend = { web = 0.5",
+            ),
+            None,
+        ),
+        (
+            lambda t: t.replace("samples = 14", "epochs = 0.01"),
+            r"not shared \(plain, mixed\): a stage's budget is in epochs",
+        ),
+        (lambda t: t.replace("samples = 14", "samples = 3"), r"fewer samples than one global batch"),
+        (_unshared, r"no shared pretraining prefixes: \[study\] share_prefixes = false"),
+    ],
+)
+def test_sharing_is_refused_when_anything_before_the_branch_differs(tmp_path, capsys, edit, why):
+    study = _study(tmp_path, edit)
+    plan = build_plan(study)
+    assert not plan.prefixes and not any(s.kind == "pretrain-prefix" for s in plan.ordered())
+    assert all(not s.deps or not s.deps[0].startswith("pretrain-prefix") for s in plan.ordered())
+    run_study(study, dry_run=True)
+    if why is not None:
+        assert re.search(why, capsys.readouterr().out)
