@@ -343,13 +343,29 @@ def _add_eval(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step, tas
 def format_plan(plan: StudyPlan) -> str:
     """One line per step: what would run, resume or be reused, and where its output lives."""
     rows = []
+    width = max([32, *(len(s.id) for s in plan.steps.values())])
     for i, step in enumerate(plan.ordered(), 1):
         try:
             rel = step.output.relative_to(plan.ws)
         except ValueError:
             rel = step.output
-        rows.append(f"[{i:>2}/{len(plan.steps)}] {step.status():<6} {step.id:<32} {rel}")
+        rows.append(f"[{i:>2}/{len(plan.steps)}] {step.status():<6} {step.id:<{width}} {rel}")
     return "\n".join(rows)
+
+
+def format_sweeps(study: Study) -> str:
+    """One block per sweep: its axes, keys and values, and the arms it made."""
+    lines = []
+    for sweep in study.sweeps:
+        axes = "; ".join(
+            f"{name} ({axis.key}) = {', '.join(str(v) for v in axis.values)}" for name, axis in sweep.axes.items()
+        )
+        made = [a.name for a in study.arms if a.sweep is not None and a.sweep["template"] == sweep.arm]
+        how = ("zipped" if sweep.zip else "grid") if len(sweep.axes) > 1 else ""
+        kept = "template kept" if sweep.keep_template else "template dropped"
+        lines.append(f"sweep {sweep.arm}: {axes} -> {len(sweep.points())} arms{f' ({how})' if how else ''}, {kept}")
+        lines.append(f"  {', '.join(n for n in made if n.startswith(sweep.arm + '@'))}")
+    return "\n".join(lines)
 
 
 def format_prefixes(plan: StudyPlan) -> str:
@@ -404,6 +420,8 @@ def run_study(
     plan = build_plan(study, data_executor=data_executor)
     seeds = ", ".join(str(s) for s in study.seeds)
     print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws} (training seeds: {seeds})")
+    if study.sweeps:
+        print(format_sweeps(study))
     if plan.prefixes or plan.notes:
         print(format_prefixes(plan))
     if dry_run:

@@ -154,7 +154,7 @@ def test_seeds_repeat_training_and_evaluation_but_not_data(tmp_path, capsys):
 
     one = build_plan(_study(tmp_path))
     two = build_plan(_study(tmp_path, lambda t: t.replace("seed = 7\n", "seed = 7\nseeds = [1, 2]\n", 1)))
-    kinds = ("pretrain", "sft", "rl", "eval")
+    kinds = ("pretrain-prefix", "pretrain", "sft", "rl", "eval")
 
     def split(plan):
         runs = {s.id: s for s in plan.ordered() if s.kind in kinds}
