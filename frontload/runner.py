@@ -55,6 +55,7 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
     _add_corpora(plan, task_ids)
     _add_tokenizer(plan)
     plan.prefixes, plan.notes = plan_prefixes(study)
+    # Groups are listed outer before inner, so an arm ends up with its innermost group.
     branch_of = {arm: group for group in plan.prefixes for arm in group.arms}
     # Seed by seed, so that a first seed of every arm is complete before the next one starts.
     for seed in study.seeds:
@@ -135,7 +136,11 @@ def _add_shards(plan: StudyPlan, name: str, sft: bool) -> str:
 
 @dataclass(frozen=True)
 class PrefixGroup:
-    """Arms that agree on their first ``stages`` pretraining stages and train them once, then branch."""
+    """Arms that agree on their first ``stages`` pretraining stages and train them once, then branch.
+
+    Groups form a tree: a group inside another (its ``parent``) agrees on more stages and continues
+    from the outer group's checkpoint; an arm branches from the innermost group that holds it.
+    """
 
     index: int  # 1-based, in study order (names the step: pretrain-prefix:<index>:s<seed>)
     arms: tuple[str, ...]
@@ -143,6 +148,7 @@ class PrefixGroup:
     samples: int  # samples the shared stages hold
     shared_steps: int  # steps trained once: the whole global batches inside the shared stages
     total_steps: int  # steps of the whole phase (the learning-rate schedule spans them)
+    parent: int | None = None  # index of the group this one continues from
 
     def step_id(self, seed: int) -> str:
         return f"pretrain-prefix:{self.index}:s{seed}"
@@ -159,14 +165,18 @@ def _stage_samples(stage: MixStage, seq_len: int) -> int | None:
     return None  # epochs: a multiple of the shard sets' token counts
 
 
+def _stage_key(stage: MixStage) -> str:
+    return json.dumps(as_dict(stage), sort_keys=True)
+
+
 def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
-    """Groups of arms that share a pretraining prefix, and why arms that could have shared do not.
+    """The tree of shared pretraining prefixes, and why arms that could have shared do not.
 
     Arms share when they agree on their first stages (budgets, blends, hence shard sets) and on the
     phase's total steps: model, tokenizer, seed and the ``[pretrain]`` table (optimizer, learning-rate
     schedule, batch sizes) are one for all arms of a study. The total steps must agree because the
-    learning-rate schedule spans them; the prefix trains the whole global batches inside the shared
-    stages, and the batch that straddles the branch point belongs to the arms.
+    learning-rate schedule spans them; a prefix trains the whole global batches inside its stages, and
+    the batch that straddles a branch point belongs to the arms (or the inner prefix) after it.
     """
     from frontload.study_file import model_config, phase_config
 
@@ -177,9 +187,7 @@ def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
     cfg = phase_config(study, "pretrain", run_dir="-", plan="-", model=model)
     seq_len, batch = model.seq_len, cfg.global_batch
     notes: list[str] = []
-
-    def key(stage: MixStage) -> str:
-        return json.dumps(as_dict(stage), sort_keys=True)
+    groups: list[PrefixGroup] = []
 
     def total_steps(arm: ArmSection) -> int | None:
         if cfg.steps is not None:
@@ -187,10 +195,47 @@ def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
         counts = [_stage_samples(st, seq_len) for st in arm.pretrain]
         return None if None in counts else sum(counts) // batch
 
+    def split(arms: list[ArmSection], depth: int, parent: PrefixGroup | None) -> None:
+        # ``arms`` agree on stages [0, depth) and on the total steps; group them by the next stage.
+        by_next: dict[str, list[ArmSection]] = {}
+        for arm in arms:
+            if len(arm.pretrain) > depth:
+                by_next.setdefault(_stage_key(arm.pretrain[depth]), []).append(arm)
+        for same in by_next.values():
+            if len(same) < 2:
+                continue
+            k = depth + 1
+            while all(len(a.pretrain) > k for a in same) and len({_stage_key(a.pretrain[k]) for a in same}) == 1:
+                k += 1
+            names = ", ".join(a.name for a in same)
+            counts = [_stage_samples(st, seq_len) for st in same[0].pretrain[:k]]
+            if None in counts:
+                notes.append(f"not shared ({names}): a shared stage's budget is in epochs")
+                continue
+            total = total_steps(same[0])
+            shared = min(sum(counts) // batch, total)
+            if shared <= (parent.shared_steps if parent else 0):
+                # Not one whole batch beyond the outer prefix: these arms branch there, or deeper.
+                if parent is None:
+                    held = f"stages 0-{k - 1} hold" if k > 1 else "stage 0 holds"
+                    notes.append(f"not shared ({names}): {held} fewer samples than one global batch")
+                split(same, k, parent)
+                continue
+            group = PrefixGroup(
+                index=len(groups) + 1,
+                arms=tuple(a.name for a in same),
+                stages=list(same[0].pretrain[:k]),
+                samples=sum(counts),
+                shared_steps=shared,
+                total_steps=total,
+                parent=parent.index if parent else None,
+            )
+            groups.append(group)
+            split(same, k, group)
+
     by_first: dict[str, list[ArmSection]] = {}
     for arm in study.arms:
-        by_first.setdefault(key(arm.pretrain[0]), []).append(arm)
-    groups: list[PrefixGroup] = []
+        by_first.setdefault(_stage_key(arm.pretrain[0]), []).append(arm)
     for arms in by_first.values():
         if len(arms) < 2:
             continue
@@ -210,39 +255,18 @@ def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
                 f"not shared across totals ({', '.join(f'{a.name}: {totals[a.name]} steps' for a in arms)}): the "
                 "learning-rate schedule spans the phase's total steps, so it differs before the branch point"
             )
-        for total, same in by_total.items():
-            if len(same) < 2:
-                continue
-            k = 0
-            while all(len(a.pretrain) > k for a in same) and len({key(a.pretrain[k]) for a in same}) == 1:
-                k += 1
-            counts = [_stage_samples(st, seq_len) for st in same[0].pretrain[:k]]
-            names = ", ".join(a.name for a in same)
-            if None in counts:
-                notes.append(f"not shared ({names}): a shared stage's budget is in epochs")
-                continue
-            shared = min(sum(counts) // batch, total)
-            if shared < 1:
-                notes.append(f"not shared ({names}): the shared stages hold fewer samples than one global batch")
-                continue
-            groups.append(
-                PrefixGroup(
-                    index=len(groups) + 1,
-                    arms=tuple(a.name for a in same),
-                    stages=list(same[0].pretrain[:k]),
-                    samples=sum(counts),
-                    shared_steps=shared,
-                    total_steps=total,
-                )
-            )
+        for same in by_total.values():
+            split(same, 0, None)
+    groups.sort(key=lambda g: g.index)
     return groups, notes
 
 
 def _add_prefix(plan: StudyPlan, group: PrefixGroup, seed: int) -> Step:
-    """The step that trains a shared prefix once for one seed; its arms' pretraining resumes from it."""
+    """The step that trains a shared prefix once for one seed; its arms' pretraining continues from it."""
     study = plan.study
     shards = sorted({_add_shards(plan, src, False) for stage in group.stages for src in stage.weights})
-    # Exactly what determines the state at the branch point; not the arms or their later stages.
+    # Exactly what determines the state at the branch point: not the arms, not their later stages,
+    # and not whether an outer prefix trained its first steps (the state is bitwise the same).
     fp = fingerprint(
         "pretrain-prefix",
         study.model,
@@ -254,17 +278,18 @@ def _add_prefix(plan: StudyPlan, group: PrefixGroup, seed: int) -> Step:
         group.total_steps,
         group.shared_steps,
     )
+    outer = plan[plan.prefixes[group.parent - 1].step_id(seed)] if group.parent else None
     return plan.add(
         Step(
             id=group.step_id(seed),
             kind="pretrain-prefix",
             fingerprint=fp,
             output=plan.layout.shared_run("pretrain", fp, seed=seed),
-            deps=shards,
+            deps=[outer.id, *shards] if outer else shards,
             atomic=False,
             resources="gpu",
             action=S.prefix_action(
-                plan, group.stages, seed, total_steps=group.total_steps, stop_at=group.shared_steps
+                plan, group.stages, seed, total_steps=group.total_steps, stop_at=group.shared_steps, outer=outer
             ),
             seed=seed,
         )
@@ -369,21 +394,34 @@ def format_sweeps(study: Study) -> str:
 
 
 def format_prefixes(plan: StudyPlan) -> str:
-    """The branching tree: which arms continue from which shared prefix, at which step; and why not."""
+    """The branching tree: which arms (and inner prefixes) continue from which prefix, at which step; and why not."""
+    branch_of = {arm: group.index for group in plan.prefixes for arm in group.arms}
     lines = []
-    for group in plan.prefixes:
+
+    def draw(group: PrefixGroup, seed: int, lead: str, indent: str) -> None:
         k = len(group.stages)
         stages = f"stages 0-{k - 1}" if k > 1 else "stage 0"
-        for seed in plan.study.seeds:
-            lines.append(
-                f"{group.step_id(seed)}  {stages} ({group.samples} samples): steps 1-{group.shared_steps} "
-                f"of the phase's {group.total_steps}, trained once"
-            )
-            for i, arm in enumerate(group.arms):
-                branch = "└─" if i == len(group.arms) - 1 else "├─"
+        start = plan.prefixes[group.parent - 1].shared_steps + 1 if group.parent else 1
+        lines.append(
+            f"{lead}{group.step_id(seed)}  {stages} ({group.samples} samples): steps {start}-{group.shared_steps} "
+            f"of the phase's {group.total_steps}, trained once"
+        )
+        children: list[PrefixGroup | str] = [g for g in plan.prefixes if g.parent == group.index]
+        children += [a for a in group.arms if branch_of[a] == group.index]
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
+            branch = f"{indent}  {'└─' if last else '├─'} "
+            if isinstance(child, PrefixGroup):
+                draw(child, seed, branch, indent + ("     " if last else "  │  "))
+            else:
                 lines.append(
-                    f"  {branch} {S.run_id('pretrain', arm, seed)}  continues at step {group.shared_steps + 1}"
+                    f"{branch}{S.run_id('pretrain', child, seed)}  continues at step {group.shared_steps + 1}"
                 )
+
+    for seed in plan.study.seeds:
+        for group in plan.prefixes:
+            if group.parent is None:
+                draw(group, seed, "", "")
     lines.extend(plan.notes)
     return "\n".join(lines)
 

@@ -226,8 +226,9 @@ def mix_schedule(study: Study, phase: str, stages) -> Any:
     return MixSchedule(**{phase: list(stages)}, repeat_caps=_repeat_caps(study))
 
 
-def prefix_action(plan: StudyPlan, stages, seed: int, *, total_steps: int, stop_at: int):
-    """Train shared pretraining stages: the schedule of the whole phase (``total_steps``), ending at ``stop_at``."""
+def prefix_action(plan: StudyPlan, stages, seed: int, *, total_steps: int, stop_at: int, outer: Step | None = None):
+    """Train shared pretraining stages: the schedule of the whole phase (``total_steps``), ending at ``stop_at``;
+    an inner prefix continues from its ``outer`` prefix's final checkpoint."""
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -246,6 +247,7 @@ def prefix_action(plan: StudyPlan, stages, seed: int, *, total_steps: int, stop_
             seed=seed,
             steps=total_steps,
             stop_at=stop_at,
+            resume_from=str(final_checkpoint(outer)) if outer is not None else None,
             model=model_config(study, load_tokenizer(tok_dir).vocab_size),
         )
         return pretrain(cfg)

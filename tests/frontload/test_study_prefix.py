@@ -34,13 +34,15 @@ def _metrics(run_dir: Path) -> dict[int, tuple]:
 
 
 def _trained(ws: Path, arm: str) -> tuple[dict[int, tuple], dict[str, bytes], dict]:
-    """An arm's whole pretraining curve (through its parent prefix, if any) and final weights."""
+    """An arm's whole pretraining curve (through the prefixes it continues from) and final weights."""
     (run,) = (ws / "runs" / arm / "seed-3" / "pretrain").iterdir()
     info = json.loads((run / "config.json").read_text())
     curve = _metrics(run)
-    if info["parent"]:
-        prefix_run = Path(info["parent"]).parents[1]
-        curve = {**_metrics(prefix_run), **curve}
+    parent = info["parent"]
+    while parent:  # a checkpoint: <run>/checkpoints/step_N
+        outer = Path(parent).parents[1]
+        curve = {**_metrics(outer), **curve}
+        parent = json.loads((outer / "config.json").read_text())["parent"]
     final = Path((run / "DONE").read_text().strip())
     return curve, {p.name: p.read_bytes() for p in final.glob("model_*.pt")}, info
 
@@ -48,44 +50,49 @@ def _trained(ws: Path, arm: str) -> tuple[dict[int, tuple], dict[str, bytes], di
 @pytest.mark.slow
 def test_shared_prefix_trains_once_and_equals_training_each_arm_alone(tmp_path, capsys):
     ws = tmp_path / "ws"
+    arms = ("plain", "mixed", "late")
     assert run_study(_study(tmp_path, _unshared), report=False) == 0
-    alone = {arm: _trained(ws, arm) for arm in ("plain", "mixed")}
+    alone = {arm: _trained(ws, arm) for arm in arms}
     shutil.move(ws / "runs", tmp_path / "runs-alone")  # the data steps stay and are reused
 
     capsys.readouterr()
     assert run_study(_study(tmp_path), report=False) == 0
     out = capsys.readouterr().out
-    assert re.search(r"pretrain-prefix:1:s3 +run", out) and re.search(r"shards:web +reuse", out)
-    for arm in ("plain", "mixed"):
+    assert re.search(r"pretrain-prefix:2:s3 +run", out) and re.search(r"shards:web +reuse", out)
+    branch_at = {"plain": 5, "late": 5, "mixed": 3}  # plain and late share stage 1 too
+    for arm in arms:
         curve, weights, info = _trained(ws, arm)
-        assert sorted(curve) == [1, 2, 3, 4, 5]
+        assert sorted(curve) == list(range(1, 8))
         assert curve == alone[arm][0]  # loss, lr, grad norm and samples of every step, bit for bit
         assert weights and weights == alone[arm][1]
         # The branch records the prefix's last checkpoint as its parent and starts after it.
-        assert re.search(r"runs/_shared/seed-3/pretrain/\w+/checkpoints/step_0*3$", info["parent"])
+        assert re.search(rf"runs/_shared/seed-3/pretrain/\w+/checkpoints/step_0*{branch_at[arm]}$", info["parent"])
         assert info["seed"] == 3 and info["arm"] == arm
-        assert min(_metrics(Path(info["config"]["run_dir"]))) == 4
-    # Steps trained: 3 shared + 2 per arm, against 5 per arm alone.
-    (prefix,) = (ws / "runs" / "_shared" / "seed-3" / "pretrain").iterdir()
-    shared_steps = len(_metrics(prefix))
-    branch_steps = sum(len(_metrics(next((ws / "runs" / a / "seed-3" / "pretrain").iterdir()))) for a in alone)
+        assert min(_metrics(Path(info["config"]["run_dir"]))) == branch_at[arm] + 1
+    # Steps trained: 3 (all arms) + 2 (plain, late) + 2 + 2 + 4, against 7 per arm alone.
+    trained = sum(len(_metrics(run)) for run in (ws / "runs").glob("*/seed-3/pretrain/*"))
     alone_steps = sum(len(c) for c, _, _ in alone.values())
-    assert (shared_steps, branch_steps, alone_steps) == (3, 4, 10)
-    print(f"\npretraining steps: {shared_steps + branch_steps} with a shared prefix, {alone_steps} without")
+    assert (trained, alone_steps) == (13, 21)
+    print(f"\npretraining steps: {trained} with shared prefixes, {alone_steps} without")
 
 
 def test_dry_run_shows_the_tree(tmp_path, capsys):
-    assert (
-        run_study(_study(tmp_path, lambda t: t.replace("seed = 3\n", "seed = 3\nseeds = [3, 4]\n", 1)), dry_run=True)
-        == 0
-    )
+    study = _study(tmp_path, lambda t: t.replace("seed = 3\n", "seed = 3\nseeds = [3, 4]\n", 1))
+    assert run_study(study, dry_run=True) == 0
     out = capsys.readouterr().out
-    for seed in (3, 4):
-        assert f"pretrain-prefix:1:s{seed}  stage 0 (14 samples): steps 1-3 of the phase's 5, trained once" in out
-        assert re.search(rf"├─ pretrain:plain:s{seed} +continues at step 4", out)
-        assert re.search(rf"└─ pretrain:mixed:s{seed} +continues at step 4", out)
+    for s in (3, 4):
+        tree = [
+            f"pretrain-prefix:1:s{s}  stage 0 (14 samples): steps 1-3 of the phase's 7, trained once",
+            f"  ├─ pretrain-prefix:2:s{s}  stages 0-1 (22 samples): steps 4-5 of the phase's 7, trained once",
+            f"  │    ├─ pretrain:plain:s{s}  continues at step 6",
+            f"  │    └─ pretrain:late:s{s}  continues at step 6",
+            f"  └─ pretrain:mixed:s{s}  continues at step 4",
+        ]
+        assert "\n".join(tree) in out
     plan = build_plan(_study(tmp_path))
     assert plan["pretrain:mixed:s3"].deps[0] == "pretrain-prefix:1:s3"
+    assert plan["pretrain:late:s3"].deps[0] == "pretrain-prefix:2:s3"
+    assert plan["pretrain-prefix:2:s3"].deps == ["pretrain-prefix:1:s3", "shards:web"]
     assert plan["pretrain-prefix:1:s3"].deps == ["shards:web"]  # not the branches' later shard sets
 
 
@@ -106,34 +113,48 @@ def test_prefix_fingerprint_covers_what_determines_its_state(tmp_path):
         assert prefix_fp(lambda t, old=old, new=new: t.replace(old, new)) != base, old
 
 
+def _alone(plan) -> set[str]:
+    return {s.id.split(":")[1] for s in plan.ordered() if s.kind == "pretrain" and s.deps[0].startswith("shards:")}
+
+
 @pytest.mark.parametrize(
-    ("edit", "why"),
+    ("edit", "alone", "why"),
     [
         # Different total tokens: the learning-rate schedule differs before the branch point.
         (
             lambda t: t.replace("{ samples = 8, blend = { web = 0.5", "{ samples = 12, blend = { web = 0.5"),
-            r"not shared across totals \(plain: 5 steps, mixed: 6 steps\): the learning-rate schedule",
+            {"mixed"},
+            r"not shared across totals \(plain: 7 steps, mixed: 8 steps, late: 7 steps\): the learning-rate schedule",
         ),
+        # A different first stage: nothing before the branch point is common.
         (
             lambda t: t.replace(
                 "{ samples = 14, blend = { web = 1.0 } }, { samples = 8, blend = { web = 0.5",
                 "{ samples = 14, blend = { web = 0.9, problems = 0.1 } }, { samples = 8, blend = { web = 0.5",
             ),
+            {"mixed"},
             None,
         ),
         (
             lambda t: t.replace("samples = 14", "epochs = 0.01"),
-            r"not shared \(plain, mixed\): a stage's budget is in epochs",
+            {"plain", "mixed", "late"},
+            r"not shared \(plain, mixed, late\): a stage's budget is in epochs",
         ),
-        (lambda t: t.replace("samples = 14", "samples = 3"), r"fewer samples than one global batch"),
-        (_unshared, r"no shared pretraining prefixes: \[study\] share_prefixes = false"),
+        # Stage 0 holds no whole batch: only the arms that also agree on stage 1 share.
+        (
+            lambda t: t.replace("samples = 14", "samples = 3"),
+            {"mixed"},
+            r"not shared \(plain, mixed, late\): stage 0 holds fewer samples than one global batch",
+        ),
+        (_unshared, {"plain", "mixed", "late"}, r"no shared pretraining prefixes: \[study\] share_prefixes = false"),
     ],
 )
-def test_sharing_is_refused_when_anything_before_the_branch_differs(tmp_path, capsys, edit, why):
+def test_sharing_is_refused_when_anything_before_the_branch_differs(tmp_path, capsys, edit, alone, why):
     study = _study(tmp_path, edit)
     plan = build_plan(study)
-    assert not plan.prefixes and not any(s.kind == "pretrain-prefix" for s in plan.ordered())
-    assert all(not s.deps or not s.deps[0].startswith("pretrain-prefix") for s in plan.ordered())
+    assert _alone(plan) == alone
+    shared = {a for g in plan.prefixes for a in g.arms}
+    assert not shared & alone and shared | alone == {"plain", "mixed", "late"}
     run_study(study, dry_run=True)
     if why is not None:
         assert re.search(why, capsys.readouterr().out)
