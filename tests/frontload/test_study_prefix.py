@@ -11,6 +11,7 @@ from frontload.runner import build_plan, run_study
 from frontload.study_file import load_study
 
 STUDY = Path(__file__).with_name("prefix_study.toml")
+LATE = "plain@late=0.5"  # the study's one sweep arm
 
 
 def _study(tmp_path: Path, edit=None, name="study.toml"):
@@ -50,7 +51,7 @@ def _trained(ws: Path, arm: str) -> tuple[dict[int, tuple], dict[str, bytes], di
 @pytest.mark.slow
 def test_shared_prefix_trains_once_and_equals_training_each_arm_alone(tmp_path, capsys):
     ws = tmp_path / "ws"
-    arms = ("plain", "mixed", "late")
+    arms = ("plain", "mixed", LATE)
     assert run_study(_study(tmp_path, _unshared), report=False) == 0
     alone = {arm: _trained(ws, arm) for arm in arms}
     shutil.move(ws / "runs", tmp_path / "runs-alone")  # the data steps stay and are reused
@@ -59,7 +60,7 @@ def test_shared_prefix_trains_once_and_equals_training_each_arm_alone(tmp_path, 
     assert run_study(_study(tmp_path), report=False) == 0
     out = capsys.readouterr().out
     assert re.search(r"pretrain-prefix:2:s3 +run", out) and re.search(r"shards:web +reuse", out)
-    branch_at = {"plain": 5, "late": 5, "mixed": 3}  # plain and late share stage 1 too
+    branch_at = {"plain": 5, LATE: 5, "mixed": 3}  # plain and its sweep arm share stage 1 too
     for arm in arms:
         curve, weights, info = _trained(ws, arm)
         assert sorted(curve) == list(range(1, 8))
@@ -68,6 +69,8 @@ def test_shared_prefix_trains_once_and_equals_training_each_arm_alone(tmp_path, 
         # The branch records the prefix's last checkpoint as its parent and starts after it.
         assert re.search(rf"runs/_shared/seed-3/pretrain/\w+/checkpoints/step_0*{branch_at[arm]}$", info["parent"])
         assert info["seed"] == 3 and info["arm"] == arm
+        sweep = {"template": "plain", "axes": {"late": 0.5}, "keys": {"late": "pretrain[2].blend.problems"}}
+        assert info["sweep"] == (sweep if arm == LATE else None)
         assert min(_metrics(Path(info["config"]["run_dir"]))) == branch_at[arm] + 1
     # Steps trained: 3 (all arms) + 2 (plain, late) + 2 + 2 + 4, against 7 per arm alone.
     trained = sum(len(_metrics(run)) for run in (ws / "runs").glob("*/seed-3/pretrain/*"))
@@ -85,13 +88,13 @@ def test_dry_run_shows_the_tree(tmp_path, capsys):
             f"pretrain-prefix:1:s{s}  stage 0 (14 samples): steps 1-3 of the phase's 7, trained once",
             f"  ├─ pretrain-prefix:2:s{s}  stages 0-1 (22 samples): steps 4-5 of the phase's 7, trained once",
             f"  │    ├─ pretrain:plain:s{s}  continues at step 6",
-            f"  │    └─ pretrain:late:s{s}  continues at step 6",
+            f"  │    └─ pretrain:{LATE}:s{s}  continues at step 6",
             f"  └─ pretrain:mixed:s{s}  continues at step 4",
         ]
         assert "\n".join(tree) in out
     plan = build_plan(_study(tmp_path))
     assert plan["pretrain:mixed:s3"].deps[0] == "pretrain-prefix:1:s3"
-    assert plan["pretrain:late:s3"].deps[0] == "pretrain-prefix:2:s3"
+    assert plan[f"pretrain:{LATE}:s3"].deps[0] == "pretrain-prefix:2:s3"
     assert plan["pretrain-prefix:2:s3"].deps == ["pretrain-prefix:1:s3", "shards:web"]
     assert plan["pretrain-prefix:1:s3"].deps == ["shards:web"]  # not the branches' later shard sets
 
@@ -124,7 +127,7 @@ def _alone(plan) -> set[str]:
         (
             lambda t: t.replace("{ samples = 8, blend = { web = 0.5", "{ samples = 12, blend = { web = 0.5"),
             {"mixed"},
-            r"not shared across totals \(plain: 7 steps, mixed: 8 steps, late: 7 steps\): the learning-rate schedule",
+            r"not shared across totals \(plain: 7 steps, plain@late=0.5: 7 steps, mixed: 8 steps\): the learning-rate schedule",
         ),
         # A different first stage: nothing before the branch point is common.
         (
@@ -137,16 +140,16 @@ def _alone(plan) -> set[str]:
         ),
         (
             lambda t: t.replace("samples = 14", "epochs = 0.01"),
-            {"plain", "mixed", "late"},
-            r"not shared \(plain, mixed, late\): a stage's budget is in epochs",
+            {"plain", "mixed", LATE},
+            r"not shared \(plain, plain@late=0.5, mixed\): a stage's budget is in epochs",
         ),
         # Stage 0 holds no whole batch: only the arms that also agree on stage 1 share.
         (
             lambda t: t.replace("samples = 14", "samples = 3"),
             {"mixed"},
-            r"not shared \(plain, mixed, late\): stage 0 holds fewer samples than one global batch",
+            r"not shared \(plain, plain@late=0.5, mixed\): stage 0 holds fewer samples than one global batch",
         ),
-        (_unshared, {"plain", "mixed", "late"}, r"no shared pretraining prefixes: \[study\] share_prefixes = false"),
+        (_unshared, {"plain", "mixed", LATE}, r"no shared pretraining prefixes: \[study\] share_prefixes = false"),
     ],
 )
 def test_sharing_is_refused_when_anything_before_the_branch_differs(tmp_path, capsys, edit, alone, why):
@@ -154,7 +157,7 @@ def test_sharing_is_refused_when_anything_before_the_branch_differs(tmp_path, ca
     plan = build_plan(study)
     assert _alone(plan) == alone
     shared = {a for g in plan.prefixes for a in g.arms}
-    assert not shared & alone and shared | alone == {"plain", "mixed", "late"}
+    assert not shared & alone and shared | alone == {"plain", "mixed", LATE}
     run_study(study, dry_run=True)
     if why is not None:
         assert re.search(why, capsys.readouterr().out)
