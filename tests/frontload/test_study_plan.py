@@ -112,6 +112,15 @@ def test_a_killed_data_step_is_rebuilt_and_a_killed_training_step_resumes(tmp_pa
             r"\[pretrain\]\.optim\.lrr: unknown key",
         ),
         (lambda t: t.replace("[rl]\n", "[rl]\nrun_dir = 'x'\n"), r"\[rl\]\.run_dir: is set by the study runner"),
+        (lambda t: t.replace("seed = 7\n", "seed = 7\nseeds = []\n", 1), r"\[study\]\.seeds: name at least one seed"),
+        (
+            lambda t: t.replace("seed = 7\n", "seed = 7\nseeds = [1, 1]\n", 1),
+            r"\[study\]\.seeds: seeds must be distinct",
+        ),
+        (
+            lambda t: t.replace("[pretrain]\n", "[pretrain]\nstop_at = 3\n"),
+            r"\[pretrain\]\.stop_at: is set by the study runner",
+        ),
     ],
 )
 def test_bad_study_files_name_file_table_and_key(tmp_path, edit, message):
