@@ -1,9 +1,11 @@
 """The study runner: ``frontload run study.toml`` builds what is missing and reuses what exists.
 
 A study becomes a list of steps in dependency order (corpora, tokenizer, shard sets, evaluation
-tasks, and per arm: pretraining, SFT, RL and an evaluation after each phase). Every step has a
-fingerprint of its inputs and config, and its output lives in a folder named by that fingerprint,
-so a changed setting re-runs exactly the steps downstream of it and nothing else.
+tasks, and per training seed and arm: pretraining, SFT, RL and an evaluation after each phase).
+Every step has a fingerprint of its inputs and config, and its output lives in a folder named by
+that fingerprint, so a changed setting re-runs exactly the steps downstream of it and nothing else.
+Arms that agree on their first pretraining stages train them once, in shared prefix steps that
+form a tree, and branch (:func:`plan_prefixes`).
 
 Invariants:
 - A data or evaluation step writes into ``<out>.partial`` and renames it into place when complete,
@@ -12,6 +14,8 @@ Invariants:
   when ``DONE`` names its final checkpoint.
 - A rerun after a kill continues from the last completed step or checkpoint and ends with the same
   results as an uninterrupted run.
+- An arm that branches from a shared prefix ends bitwise where training it alone would, so its
+  pretraining step has the same fingerprint either way.
 """
 
 from __future__ import annotations
@@ -180,9 +184,10 @@ def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
     """
     from frontload.study_file import model_config, phase_config
 
-    if not study.study.share_prefixes or len(study.arms) < 2:
-        why = "[study] share_prefixes = false" if len(study.arms) > 1 else "one arm"
-        return [], [f"no shared pretraining prefixes: {why}"]
+    if len(study.arms) < 2:
+        return [], []
+    if not study.study.share_prefixes:
+        return [], ["no shared pretraining prefixes: [study] share_prefixes = false"]
     model = model_config(study)
     cfg = phase_config(study, "pretrain", run_dir="-", plan="-", model=model)
     seq_len, batch = model.seq_len, cfg.global_batch
@@ -257,7 +262,6 @@ def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
             )
         for same in by_total.values():
             split(same, 0, None)
-    groups.sort(key=lambda g: g.index)
     return groups, notes
 
 
