@@ -1,9 +1,11 @@
 """The study runner: ``frontload run study.toml`` builds what is missing and reuses what exists.
 
 A study becomes a list of steps in dependency order (corpora, tokenizer, shard sets, evaluation
-tasks, and per arm: pretraining, SFT, RL and an evaluation after each phase). Every step has a
-fingerprint of its inputs and config, and its output lives in a folder named by that fingerprint,
-so a changed setting re-runs exactly the steps downstream of it and nothing else.
+tasks, and per training seed and arm: pretraining, SFT, RL and an evaluation after each phase).
+Every step has a fingerprint of its inputs and config, and its output lives in a folder named by
+that fingerprint, so a changed setting re-runs exactly the steps downstream of it and nothing else.
+Arms that agree on their first pretraining stages train them once, in shared prefix steps that
+form a tree, and branch (:func:`plan_prefixes`).
 
 Invariants:
 - A data or evaluation step writes into ``<out>.partial`` and renames it into place when complete,
@@ -12,14 +14,19 @@ Invariants:
   when ``DONE`` names its final checkpoint.
 - A rerun after a kill continues from the last completed step or checkpoint and ends with the same
   results as an uninterrupted run.
+- An arm that branches from a shared prefix ends bitwise where training it alone would, so its
+  pretraining step has the same fingerprint either way.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
+import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,7 @@ from frontload.core.atomic import atomic_folder
 from frontload.core.config import as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint
+from frontload.corpus.mix import MixStage
 from frontload.steps import DONE, Step, StudyPlan
 from frontload.study_file import ArmSection, Study
 
@@ -53,9 +61,16 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
     task_ids = _add_tasks(plan)
     _add_corpora(plan, task_ids)
     _add_tokenizer(plan)
-    for arm in study.arms:
-        for phase_step in _add_phases(plan, arm):
-            _add_eval(plan, arm, phase_step, task_ids)
+    plan.prefixes, plan.notes = plan_prefixes(study)
+    # Groups are listed outer before inner, so an arm ends up with its innermost group.
+    branch_of = {arm: group for group in plan.prefixes for arm in group.arms}
+    # Seed by seed, so that a first seed of every arm is complete before the next one starts.
+    for seed in study.seeds:
+        for group in plan.prefixes:
+            _add_prefix(plan, group, seed)
+        for arm in study.arms:
+            for phase_step in _add_phases(plan, arm, seed, branch_of.get(arm.name)):
+                _add_eval(plan, arm, seed, phase_step, task_ids)
     return plan
 
 
@@ -126,22 +141,185 @@ def _add_shards(plan: StudyPlan, name: str, sft: bool) -> str:
     return step_id
 
 
-def _add_phases(plan: StudyPlan, arm: ArmSection) -> list[Step]:
-    """An arm's training phases along its checkpoint chain, each keyed by the one before."""
-    study, seed = plan.study, plan.study.study.seed
+@dataclass(frozen=True)
+class PrefixGroup:
+    """Arms that agree on their first ``stages`` pretraining stages and train them once, then branch.
+
+    Groups form a tree: a group inside another (its ``parent``) agrees on more stages and continues
+    from the outer group's checkpoint; an arm branches from the innermost group that holds it.
+    """
+
+    index: int  # 1-based, in study order (names the step: pretrain-prefix:<index>:s<seed>)
+    arms: tuple[str, ...]
+    stages: list[MixStage]  # the shared stages
+    samples: int  # samples the shared stages hold
+    shared_steps: int  # steps trained once: the whole global batches inside the shared stages
+    total_steps: int  # steps of the whole phase (the learning-rate schedule spans them)
+    parent: int | None = None  # index of the group this one continues from
+
+    def step_id(self, seed: int) -> str:
+        return f"pretrain-prefix:{self.index}:s{seed}"
+
+
+def _stage_samples(stage: MixStage, seq_len: int) -> int | None:
+    """Samples a stage holds, known before its shards exist (None for an epochs budget)."""
+    if stage.samples is not None:
+        return stage.samples
+    if stage.tokens is not None:
+        return math.ceil(stage.tokens / seq_len)
+    if stage.source_tokens:
+        return math.ceil(sum(stage.source_tokens.values()) / seq_len)
+    return None  # epochs: a multiple of the shard sets' token counts
+
+
+def _stage_key(stage: MixStage) -> str:
+    return json.dumps(as_dict(stage), sort_keys=True)
+
+
+def plan_prefixes(study: Study) -> tuple[list[PrefixGroup], list[str]]:
+    """The tree of shared pretraining prefixes, and why arms that could have shared do not.
+
+    Arms share when they agree on their first stages (budgets, blends, hence shard sets) and on the
+    phase's total steps: model, tokenizer, seed and the ``[pretrain]`` table (optimizer, learning-rate
+    schedule, batch sizes) are one for all arms of a study. The total steps must agree because the
+    learning-rate schedule spans them; a prefix trains the whole global batches inside its stages, and
+    the batch that straddles a branch point belongs to the arms (or the inner prefix) after it.
+    """
+    from frontload.study_file import model_config, phase_config
+
+    if len(study.arms) < 2:
+        return [], []
+    if not study.study.share_prefixes:
+        return [], ["no shared pretraining prefixes: [study] share_prefixes = false"]
+    model = model_config(study)
+    cfg = phase_config(study, "pretrain", run_dir="-", plan="-", model=model)
+    seq_len, batch = model.seq_len, cfg.global_batch
+    notes: list[str] = []
+    groups: list[PrefixGroup] = []
+
+    def total_steps(arm: ArmSection) -> int | None:
+        if cfg.steps is not None:
+            return cfg.steps
+        counts = [_stage_samples(st, seq_len) for st in arm.pretrain]
+        return None if None in counts else sum(counts) // batch
+
+    def split(arms: list[ArmSection], depth: int, parent: PrefixGroup | None) -> None:
+        # ``arms`` agree on stages [0, depth) and on the total steps; group them by the next stage.
+        by_next: dict[str, list[ArmSection]] = {}
+        for arm in arms:
+            if len(arm.pretrain) > depth:
+                by_next.setdefault(_stage_key(arm.pretrain[depth]), []).append(arm)
+        for same in by_next.values():
+            if len(same) < 2:
+                continue
+            k = depth + 1
+            while all(len(a.pretrain) > k for a in same) and len({_stage_key(a.pretrain[k]) for a in same}) == 1:
+                k += 1
+            names = ", ".join(a.name for a in same)
+            counts = [_stage_samples(st, seq_len) for st in same[0].pretrain[:k]]
+            if None in counts:
+                notes.append(f"not shared ({names}): a shared stage's budget is in epochs")
+                continue
+            total = total_steps(same[0])
+            shared = min(sum(counts) // batch, total)
+            if shared <= (parent.shared_steps if parent else 0):
+                # Not one whole batch beyond the outer prefix: these arms branch there, or deeper.
+                if parent is None:
+                    held = f"stages 0-{k - 1} hold" if k > 1 else "stage 0 holds"
+                    notes.append(f"not shared ({names}): {held} fewer samples than one global batch")
+                split(same, k, parent)
+                continue
+            group = PrefixGroup(
+                index=len(groups) + 1,
+                arms=tuple(a.name for a in same),
+                stages=list(same[0].pretrain[:k]),
+                samples=sum(counts),
+                shared_steps=shared,
+                total_steps=total,
+                parent=parent.index if parent else None,
+            )
+            groups.append(group)
+            split(same, k, group)
+
+    by_first: dict[str, list[ArmSection]] = {}
+    for arm in study.arms:
+        by_first.setdefault(_stage_key(arm.pretrain[0]), []).append(arm)
+    for arms in by_first.values():
+        if len(arms) < 2:
+            continue
+        names = ", ".join(a.name for a in arms)
+        totals = {a.name: total_steps(a) for a in arms}
+        if None in totals.values():
+            notes.append(
+                f"not shared ({names}): a stage's budget is in epochs, so the total steps (the learning-rate "
+                "schedule's length) are known only once the shards exist"
+            )
+            continue
+        by_total: dict[int, list[ArmSection]] = {}
+        for a in arms:
+            by_total.setdefault(totals[a.name], []).append(a)
+        if len(by_total) > 1:
+            notes.append(
+                f"not shared across totals ({', '.join(f'{a.name}: {totals[a.name]} steps' for a in arms)}): the "
+                "learning-rate schedule spans the phase's total steps, so it differs before the branch point"
+            )
+        for same in by_total.values():
+            split(same, 0, None)
+    return groups, notes
+
+
+def _add_prefix(plan: StudyPlan, group: PrefixGroup, seed: int) -> Step:
+    """The step that trains a shared prefix once for one seed; its arms' pretraining continues from it."""
+    study = plan.study
+    shards = sorted({_add_shards(plan, src, False) for stage in group.stages for src in stage.weights})
+    # Exactly what determines the state at the branch point: not the arms, not their later stages,
+    # and not whether an outer prefix trained its first steps (the state is bitwise the same).
+    fp = fingerprint(
+        "pretrain-prefix",
+        study.model,
+        study.pretrain,
+        as_dict(group.stages),
+        [plan[s].fingerprint for s in shards],
+        plan["tokenizer"].fingerprint,
+        seed,
+        group.total_steps,
+        group.shared_steps,
+    )
+    outer = plan[plan.prefixes[group.parent - 1].step_id(seed)] if group.parent else None
+    return plan.add(
+        Step(
+            id=group.step_id(seed),
+            kind="pretrain-prefix",
+            fingerprint=fp,
+            output=plan.layout.shared_run("pretrain", fp, seed=seed),
+            deps=[outer.id, *shards] if outer else shards,
+            atomic=False,
+            resources="gpu",
+            action=S.prefix_action(
+                plan, group.stages, seed, total_steps=group.total_steps, stop_at=group.shared_steps, outer=outer
+            ),
+            seed=seed,
+        )
+    )
+
+
+def _add_phases(plan: StudyPlan, arm: ArmSection, seed: int, prefix: PrefixGroup | None = None) -> list[Step]:
+    """An arm's training phases for one seed along its checkpoint chain, each keyed by the one before."""
+    study = plan.study
 
     def phase(kind: str, fp: str, deps: list[str], action) -> Step:
         # Training phases resume in place from their checkpoints, on GPU nodes when scaled out.
         return plan.add(
             Step(
-                id=f"{kind}:{arm.name}",
+                id=S.run_id(kind, arm.name, seed),
                 kind=kind,
                 fingerprint=fp,
-                output=plan.layout.run(arm.name, kind, fp),
+                output=plan.layout.run(arm.name, kind, fp, seed=seed),
                 deps=deps,
                 atomic=False,
                 resources="gpu",
                 action=action,
+                seed=seed,
             )
         )
 
@@ -154,37 +332,42 @@ def _add_phases(plan: StudyPlan, arm: ArmSection) -> list[Step]:
         [plan[s].fingerprint for s in pre_shards],
         seed,
     )
-    last = phase("pretrain", pre_fp, pre_shards, S.pretrain_action(plan, arm))
+    # A branch ends in the same state as a run from scratch (tested bitwise), so its fingerprint is
+    # the same either way and a workspace trained without sharing is reused with it, and back.
+    branch = plan[prefix.step_id(seed)] if prefix is not None else None
+    deps = [branch.id, *pre_shards] if branch is not None else pre_shards
+    last = phase("pretrain", pre_fp, deps, S.pretrain_action(plan, arm, seed, branch))
     phases = [last]
     if arm.sft is not None:
         sft_shards = sorted({_add_shards(plan, src, True) for src in arm.sft.weights})
         sft_fp = fingerprint(
             "sft", last.fingerprint, study.sft, as_dict(arm.sft), [plan[s].fingerprint for s in sft_shards]
         )
-        last = phase("sft", sft_fp, [last.id, *sft_shards], S.sft_action(plan, arm))
+        last = phase("sft", sft_fp, [last.id, *sft_shards], S.sft_action(plan, arm, seed, last))
         phases.append(last)
     if arm.rl is not None:
         rl_corpus = f"corpus:{arm.rl.problems}"
         rl_fp = fingerprint("rl", last.fingerprint, study.rl, as_dict(arm.rl), plan[rl_corpus].fingerprint, seed)
-        last = phase("rl", rl_fp, [last.id, rl_corpus], S.rl_action(plan, arm))
+        last = phase("rl", rl_fp, [last.id, rl_corpus], S.rl_action(plan, arm, seed, last))
         phases.append(last)
     return phases
 
 
-def _add_eval(plan: StudyPlan, arm: ArmSection, phase_step: Step, task_ids: list[str]) -> None:
+def _add_eval(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step, task_ids: list[str]) -> None:
     study = plan.study
     if phase_step.kind not in study.eval.after or not study.eval.tasks:
         return
-    fp = fingerprint("eval", phase_step.fingerprint, as_dict(study.eval), study.study.seed)
+    fp = fingerprint("eval", phase_step.fingerprint, as_dict(study.eval), seed)
     plan.add(
         Step(
-            id=f"eval:{arm.name}:{phase_step.kind}",
+            id=S.run_id("eval", arm.name, seed, phase_step.kind),
             kind="eval",
             fingerprint=fp,
-            output=plan.layout.eval_run(arm.name, phase_step.kind, fp),
+            output=plan.layout.eval_run(arm.name, phase_step.kind, fp, seed=seed),
             deps=[phase_step.id, *task_ids],
             resources="gpu",
-            action=S.eval_action(plan, arm, phase_step),
+            action=S.eval_action(plan, arm, seed, phase_step),
+            seed=seed,
         )
     )
 
@@ -192,13 +375,62 @@ def _add_eval(plan: StudyPlan, arm: ArmSection, phase_step: Step, task_ids: list
 def format_plan(plan: StudyPlan) -> str:
     """One line per step: what would run, resume or be reused, and where its output lives."""
     rows = []
+    width = max([32, *(len(s.id) for s in plan.steps.values())])
     for i, step in enumerate(plan.ordered(), 1):
         try:
             rel = step.output.relative_to(plan.ws)
         except ValueError:
             rel = step.output
-        rows.append(f"[{i:>2}/{len(plan.steps)}] {step.status():<6} {step.id:<32} {rel}")
+        rows.append(f"[{i:>2}/{len(plan.steps)}] {step.status():<6} {step.id:<{width}} {rel}")
     return "\n".join(rows)
+
+
+def format_sweeps(study: Study) -> str:
+    """One block per sweep: its axes, keys and values, and the arms it made."""
+    lines = []
+    for sweep in study.sweeps:
+        axes = "; ".join(
+            f"{name} ({axis.key}) = {', '.join(str(v) for v in axis.values)}" for name, axis in sweep.axes.items()
+        )
+        made = [a.name for a in study.arms if a.sweep is not None and a.sweep["template"] == sweep.arm]
+        how = ("zipped" if sweep.zip else "grid") if len(sweep.axes) > 1 else ""
+        kept = "template kept" if sweep.keep_template else "template dropped"
+        lines.append(f"sweep {sweep.arm}: {axes} -> {len(sweep.points())} arms{f' ({how})' if how else ''}, {kept}")
+        lines.append(f"  {', '.join(n for n in made if n.startswith(sweep.arm + '@'))}")
+    return "\n".join(lines)
+
+
+def format_prefixes(plan: StudyPlan) -> str:
+    """The branching tree: which arms (and inner prefixes) continue from which prefix, at which step; and why not."""
+    branch_of = {arm: group.index for group in plan.prefixes for arm in group.arms}
+    lines = []
+
+    def draw(group: PrefixGroup, seed: int, lead: str, indent: str) -> None:
+        k = len(group.stages)
+        stages = f"stages 0-{k - 1}" if k > 1 else "stage 0"
+        start = plan.prefixes[group.parent - 1].shared_steps + 1 if group.parent else 1
+        lines.append(
+            f"{lead}{group.step_id(seed)}  {stages} ({group.samples} samples): steps {start}-{group.shared_steps} "
+            f"of the phase's {group.total_steps}, trained once"
+        )
+        children: list[PrefixGroup | str] = [g for g in plan.prefixes if g.parent == group.index]
+        children += [a for a in group.arms if branch_of[a] == group.index]
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
+            branch = f"{indent}  {'└─' if last else '├─'} "
+            if isinstance(child, PrefixGroup):
+                draw(child, seed, branch, indent + ("     " if last else "  │  "))
+            else:
+                lines.append(
+                    f"{branch}{S.run_id('pretrain', child, seed)}  continues at step {group.shared_steps + 1}"
+                )
+
+    for seed in plan.study.seeds:
+        for group in plan.prefixes:
+            if group.parent is None:
+                draw(group, seed, "", "")
+    lines.extend(plan.notes)
+    return "\n".join(lines)
 
 
 def run_step(step: Step) -> None:
@@ -236,7 +468,12 @@ def run_study(
         from frontload.core.errors import FrontloadError
 
         raise FrontloadError(f"--only {unknown[0]!r}: no such step (steps: {', '.join(plan.steps)})")
-    print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws}")
+    seeds = ", ".join(str(s) for s in study.seeds)
+    print(f"study {study.study.name}: {len(plan.steps)} steps in {plan.ws} (training seeds: {seeds})")
+    if study.sweeps:
+        print(format_sweeps(study))
+    if plan.prefixes or plan.notes:
+        print(format_prefixes(plan))
     if dry_run:
         print(format_plan(plan))
         return 0

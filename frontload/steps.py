@@ -28,7 +28,7 @@ PARTIAL = ".partial"  # a data step builds into <output>.partial, renamed into p
 class Step:
     """One unit of work of a study, complete or absent."""
 
-    id: str  # e.g. "shards:web", "pretrain:baseline", "eval:front_loaded:sft"
+    id: str  # e.g. "shards:web", "pretrain:baseline:s1", "eval:front_loaded:sft:s1"
     kind: str  # corpus, tokenizer, shards, task, pretrain, sft, rl, eval
     fingerprint: str
     output: Path
@@ -36,6 +36,7 @@ class Step:
     action: Callable[[Path], Any] | None = None  # builds the output into the given folder
     atomic: bool = True  # build in <output>.partial then rename; else resume in place
     resources: str = "cpu"  # "cpu" data step or "gpu" training step (for scale-out job scripts)
+    seed: int | None = None  # the training seed of a training or evaluation step (data steps: None)
 
     @property
     def partial(self) -> Path:
@@ -62,6 +63,8 @@ class StudyPlan:
         self.ws = study.workspace
         self.layout = Workspace(self.ws)
         self.steps: dict[str, Step] = {}
+        self.prefixes: list[Any] = []  # runner.PrefixGroup: arms that train their first stages once
+        self.notes: list[str] = []  # why arms that could have shared a prefix do not
 
     def add(self, step: Step) -> Step:
         self.steps[step.id] = step
@@ -72,6 +75,11 @@ class StudyPlan:
 
     def ordered(self) -> list[Step]:
         return list(self.steps.values())
+
+
+def run_id(kind: str, arm: str, seed: int, phase: str | None = None) -> str:
+    """The id of a training or evaluation step: ``pretrain:baseline:s1``, ``eval:baseline:sft:s1``."""
+    return ":".join([kind, arm, *([phase] if phase else []), f"s{seed}"])
 
 
 # -- data steps ---------------------------------------------------------------------------------
@@ -211,7 +219,37 @@ def mix_schedule(study: Study, phase: str, stages) -> Any:
     return MixSchedule(**{phase: list(stages)}, repeat_caps=_repeat_caps(study))
 
 
-def pretrain_action(plan: StudyPlan, arm: ArmSection):
+def prefix_action(plan: StudyPlan, stages, seed: int, *, total_steps: int, stop_at: int, outer: Step | None = None):
+    """Train shared pretraining stages: the schedule of the whole phase (``total_steps``), ending at ``stop_at``;
+    an inner prefix continues from its ``outer`` prefix's final checkpoint."""
+    study = plan.study
+
+    def action(out: Path) -> Path:
+        from frontload.corpus.tokenizer import load_tokenizer
+        from frontload.study_file import model_config, phase_config
+        from frontload.train.pretrain import pretrain
+
+        tok_dir = plan["tokenizer"].output
+        cfg = phase_config(
+            study,
+            "pretrain",
+            run_dir=str(out),
+            shards=shard_dirs(plan, sorted({s for st in stages for s in st.weights})),
+            mix=mix_schedule(study, "pretrain", stages),
+            tokenizer=str(tok_dir),
+            seed=seed,
+            steps=total_steps,
+            stop_at=stop_at,
+            resume_from=str(final_checkpoint(outer)) if outer is not None else None,
+            model=model_config(study, load_tokenizer(tok_dir).vocab_size),
+        )
+        return pretrain(cfg)
+
+    return action
+
+
+def pretrain_action(plan: StudyPlan, arm: ArmSection, seed: int, prefix: Step | None = None):
+    """An arm's pretraining; with ``prefix`` it continues from that shared prefix's final checkpoint."""
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -229,7 +267,9 @@ def pretrain_action(plan: StudyPlan, arm: ArmSection):
             mix=mix_schedule(study, "pretrain", arm.pretrain),
             tokenizer=str(tok_dir),
             arm=arm.name,
-            seed=study.study.seed,
+            sweep=arm.sweep,
+            seed=seed,
+            resume_from=str(final_checkpoint(prefix)) if prefix is not None else None,
             model=model_config(study, load_tokenizer(tok_dir).vocab_size),
         )
         return pretrain(cfg)
@@ -237,7 +277,7 @@ def pretrain_action(plan: StudyPlan, arm: ArmSection):
     return action
 
 
-def sft_action(plan: StudyPlan, arm: ArmSection):
+def sft_action(plan: StudyPlan, arm: ArmSection, seed: int, parent: Step):
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -251,15 +291,16 @@ def sft_action(plan: StudyPlan, arm: ArmSection):
             shards=shard_dirs(plan, arm.sft.weights, sft=True),
             mix=mix_schedule(study, "sft", [arm.sft]),
             arm=arm.name,
-            seed=study.study.seed,
-            init_from=str(final_checkpoint(plan[f"pretrain:{arm.name}"])),
+            sweep=arm.sweep,
+            seed=seed,
+            init_from=str(final_checkpoint(parent)),
         )
         return sft(cfg)
 
     return action
 
 
-def rl_action(plan: StudyPlan, arm: ArmSection):
+def rl_action(plan: StudyPlan, arm: ArmSection, seed: int, parent: Step):
     study = plan.study
 
     def action(out: Path) -> Path:
@@ -272,8 +313,9 @@ def rl_action(plan: StudyPlan, arm: ArmSection):
             "rl",
             run_dir=str(out),
             arm=arm.name,
-            seed=study.study.seed,
-            init_from=str(final_checkpoint(plan[f"sft:{arm.name}"])),
+            sweep=arm.sweep,
+            seed=seed,
+            init_from=str(final_checkpoint(parent)),
             prompts=str(plan[f"corpus:{arm.rl.problems}"].output),
             **overrides,
         )
@@ -282,7 +324,7 @@ def rl_action(plan: StudyPlan, arm: ArmSection):
     return action
 
 
-def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
+def eval_action(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step):
     study = plan.study
 
     def action(out: Path) -> None:
@@ -294,7 +336,7 @@ def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
         perplexity = [str(plan[f"shards:{c}"].output) for c in study.eval.perplexity_on if f"shards:{c}" in plan.steps]
         config = from_mapping(
             EvalConfig,
-            {**study.eval.decoding(), "seed": study.study.seed, "perplexity": perplexity},
+            {**study.eval.decoding(), "seed": seed, "perplexity": perplexity},
             f"{study.path}: [eval]",
         )
         with RunFolder(
@@ -304,6 +346,7 @@ def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
             phase=phase_step.kind,
             parent=str(ckpt),
             config={"checkpoint": str(ckpt), "tasks": [as_dict(t) for t in tasks], **as_dict(config)},
+            extra={"seed": seed, "sweep": arm.sweep},
         ) as run:
             results = evaluate(ckpt, tasks, config, run)
         from frontload.train.evaluate import format_table

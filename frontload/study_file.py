@@ -11,6 +11,9 @@ the stage's own config class when the study is loaded, so a typo fails before an
 
 from __future__ import annotations
 
+import copy
+import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +27,22 @@ from frontload.corpus.mix import MixStage
 
 @dataclass(kw_only=True)
 class StudySection:
-    """``[study]``: name, workspace folder (relative to the study file's folder unless absolute), seed."""
+    """``[study]``: name, workspace folder (relative to the study file's folder unless absolute), seeds."""
 
     name: Name
     workspace: str = "runs/study"
-    seed: int = 1234
+    seed: int = 1234  # the data seed: corpora, tokenizer and tasks are built once with it
+    seeds: list[int] | None = None  # training seeds (model init, data order, sampling); default [seed]
     baseline: Name | None = None  # the arm every other arm is compared against; default: the first
+    share_prefixes: bool = True  # arms that agree on their first pretraining stages train them once
 
     def __post_init__(self) -> None:
         check_workspace(self.workspace, "workspace")
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ConfigError("seeds", "name at least one seed (or leave seeds out: one run with seed)")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError("seeds", f"seeds must be distinct, got {self.seeds}")
 
 
 def check_workspace(value: str, key: str) -> str:
@@ -113,12 +123,164 @@ class ArmSection:
     pretrain: list[MixStage]  # stages in order, each a budget (tokens/samples/epochs) and a blend
     sft: MixStage | None = None  # e.g. { epochs = 2, blend = { reasoning_hq = 1.0 } }
     rl: RLArmSection | None = None
+    # Set by [[sweeps]] expansion, never written by hand: {"template": arm, "axes": {axis: value}}.
+    sweep: dict[str, Any] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if not self.pretrain:
             raise ConfigError("pretrain", "an arm needs at least one pretraining stage")
         if self.rl is not None and self.sft is None:
             raise ConfigError("rl", "RL starts from an SFT checkpoint; give the arm an sft table")
+
+
+_AXIS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # no '@' or '=': they separate axes in arm names
+_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
+
+
+@dataclass(kw_only=True)
+class SweepAxis:
+    """One axis of a sweep: a key of the template arm's table and the values it takes."""
+
+    key: str  # a path into the arm's table: "pretrain[1].blend.reasoning_diverse", "sft.epochs", "rl.steps"
+    values: list[Any]  # numbers, strings or booleans, one arm (or grid row) each
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ConfigError("values", "give at least one value")
+        for i, v in enumerate(self.values):
+            if not isinstance(v, int | float | str | bool):
+                raise ConfigError(f"values[{i}]", f"expected a number, string or boolean, got {v!r}")
+        if len(set(map(repr, self.values))) != len(self.values):
+            raise ConfigError("values", f"values must be distinct, got {self.values}")
+
+
+@dataclass(kw_only=True)
+class SweepSection:
+    """``[[sweeps]]``: one arm expanded over the values of one or two keys into named arms.
+
+    The arms are named ``<arm>@<axis>=<value>`` (two axes: ``<arm>@<a>=<x>@<b>=<y>``) and follow the
+    template in the arm order. The template stays an arm of its own unless ``keep_template = false``.
+    """
+
+    arm: str  # the template: an [[arms]] entry
+    axes: dict[str, SweepAxis]  # axis name -> key and values; one or two axes
+    zip: bool = False  # two axes: vary them together (equal lengths), not over their grid
+    keep_template: bool = True  # the template arm itself still runs
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.axes) <= 2:
+            raise ConfigError("axes", f"give one or two axes, got {len(self.axes)}")
+        for name in self.axes:
+            if not _AXIS_NAME.fullmatch(name):
+                raise ConfigError(f"axes.{name}", "an axis name is letters, digits, '_', '.' or '-'")
+        lengths = {len(a.values) for a in self.axes.values()}
+        if self.zip and len(lengths) > 1:
+            raise ConfigError("zip", f"zipped axes need equal numbers of values, got {sorted(lengths)}")
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every arm of the sweep as {axis: value}, in order (grid: the last axis varies fastest)."""
+        names = list(self.axes)
+        columns = [self.axes[n].values for n in names]
+        rows = zip(*columns, strict=True) if self.zip else itertools.product(*columns)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _value_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value).replace("+", "")  # 1e+16 -> 1e16: '+' is not a name character
+    return str(value)
+
+
+def _key_path(key: str) -> list[str | int]:
+    """``pretrain[1].blend.web`` -> ``["pretrain", 1, "blend", "web"]``; a ValueError names the bad part."""
+    path: list[str | int] = []
+    for part in key.split("."):
+        m = _KEY_PART.fullmatch(part)
+        if m is None:
+            raise ValueError(f"{part!r} is not a key (write names and [index], e.g. pretrain[1].blend.web)")
+        path.append(m.group(1))
+        path.extend(int(i) for i in re.findall(r"\d+", m.group(2)))
+    return path
+
+
+def _set_key(table: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` in an arm's table; every table or list on the way must exist, only the last key may be new."""
+    path = _key_path(key)
+    node: Any = table
+    walked = ""
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        here = f"{walked}[{part}]" if isinstance(part, int) else f"{walked}.{part}".lstrip(".")
+        if isinstance(part, int):
+            if not isinstance(node, list):
+                raise ValueError(f"{walked or 'the arm'} is not a list, so {here} does not exist")
+            if part >= len(node):
+                raise ValueError(f"{here} does not exist: {walked} has {len(node)} entries")
+        else:
+            if not isinstance(node, dict):
+                raise ValueError(f"{walked} is not a table, so {here} does not exist")
+            if part not in node and not last:
+                raise ValueError(f"{here} does not exist in the template arm")
+        if last:
+            old = node[part] if isinstance(part, int) or part in node else None
+            numeric = isinstance(old, int | float) and not isinstance(old, bool)
+            if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{here} is a number ({old!r}) in the template, got {value!r}")
+            if isinstance(old, dict | list):
+                raise ValueError(f"{here} is a {'table' if isinstance(old, dict) else 'list'}; sweep a key inside it")
+            node[part] = value
+        else:
+            node = node[part]
+        walked = here
+
+
+def expand_sweeps(arms: list[Any], sweeps: Any, where: str) -> list[tuple[dict[str, Any], str, dict | None]]:
+    """The ``[[arms]]`` tables with every ``[[sweeps]]`` expanded: (table, where, sweep info) per arm.
+
+    Expansion works on the TOML tables before they are checked, so an expanded arm is checked like
+    one written by hand, and its errors name the sweep and the arm it made.
+    """
+    out: list[tuple[dict[str, Any], str, dict | None]] = [
+        (t, f"{where}[[arms]][{i}]", None) for i, t in enumerate(arms)
+    ]
+    if sweeps is None:
+        return out
+    if not isinstance(sweeps, list):
+        raise ConfigError(f"{where}[[sweeps]]", "write each sweep as a [[sweeps]] table")
+    names = [t.get("name") if isinstance(t, dict) else None for t in arms]
+    dropped: set[str] = set()
+    for s, raw in enumerate(sweeps):
+        at = f"{where}[[sweeps]][{s}]"
+        sweep = from_mapping(SweepSection, raw, at)
+        if sweep.arm not in names:
+            known = ", ".join(str(n) for n in names)
+            raise ConfigError(f"{at}.arm", f"no [[arms]] entry named {sweep.arm!r} (arms: {known})")
+        template = arms[names.index(sweep.arm)]
+        made = []
+        for point in sweep.points():
+            name = sweep.arm + "".join(f"@{axis}={_value_name(v)}" for axis, v in point.items())
+            # A sweep's arm names are built to match the one name pattern; a value that breaks it is named here.
+            check_name(name, f"{at}.axes")
+            table = copy.deepcopy(template)
+            table["name"] = name
+            for axis, value in point.items():
+                try:
+                    _set_key(table, sweep.axes[axis].key, value)
+                except ValueError as e:
+                    raise ConfigError(f"{at}.axes.{axis}.key", f"{sweep.axes[axis].key!r}: {e}") from None
+            info = {
+                "template": sweep.arm,
+                "axes": dict(point),
+                "keys": {axis: a.key for axis, a in sweep.axes.items()},
+            }
+            made.append((table, f"{at} ({name})", info))
+        position = max(i for i, (t, _, _) in enumerate(out) if t.get("name") == sweep.arm)
+        out[position + 1 : position + 1] = made
+        if not sweep.keep_template:
+            dropped.add(sweep.arm)
+    return [entry for entry in out if entry[2] is not None or entry[0].get("name") not in dropped]
 
 
 @dataclass(kw_only=True)
@@ -173,6 +335,7 @@ class Study:
     sft: dict[str, Any] = field(default_factory=dict)
     rl: dict[str, Any] = field(default_factory=dict)
     eval: EvalSection = field(default_factory=EvalSection)
+    sweeps: list[SweepSection] = field(default_factory=list)  # already expanded into arms
     path: Path | None = None  # the file it came from (not a TOML key)
 
     @property
@@ -186,6 +349,11 @@ class Study:
     @property
     def baseline(self) -> str:
         return self.study.baseline or self.arms[0].name
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds: every arm trains and is evaluated once per seed."""
+        return list(self.study.seeds) if self.study.seeds is not None else [self.study.seed]
 
     def to_dict(self) -> dict[str, Any]:
         d = as_dict(self)
@@ -272,8 +440,12 @@ def study_from_tables(data: dict[str, Any], path: Path, *, workspace: str | None
     arms = tables.pop("arms", None)
     if not isinstance(arms, list) or not arms:
         raise ConfigError(f"{where}[[arms]]", "a study needs at least one [[arms]] table")
-    parsed_arms = [from_mapping(ArmSection, t, f"{where}[[arms]][{i}]") for i, t in enumerate(arms)]
-    known = {"study", "tokenizer", "model", "pretrain", "sft", "rl", "eval"}
+    sweeps = tables.pop("sweeps", None)
+    parsed_arms = []
+    for table, at, sweep_info in expand_sweeps(arms, sweeps, where):
+        parsed_arms.append(from_mapping(ArmSection, table, at))
+        parsed_arms[-1].sweep = sweep_info
+    known = {"study", "tokenizer", "model", "pretrain", "sft", "rl", "eval", "sweeps"}
     for key in tables:
         if key not in known:
             raise ConfigError(
@@ -292,14 +464,27 @@ def study_from_tables(data: dict[str, Any], path: Path, *, workspace: str | None
         sft=dict(tables.get("sft", {})),
         rl=dict(tables.get("rl", {})),
         eval=from_mapping(EvalSection, tables.get("eval", {}), f"{where}[eval]"),
+        sweeps=[from_mapping(SweepSection, t, f"{where}[[sweeps]][{i}]") for i, t in enumerate(sweeps or [])],
         path=path,
     )
     if workspace:
         study.study.workspace = check_workspace(workspace, "--workspace")
+    _check_sweep_baseline(study, arms[0].get("name") if isinstance(arms[0], dict) else None, where)
     _check_references(study, where)
     _check_paths(study, where)
     _check_stage_tables(study, where)
     return study
+
+
+def _check_sweep_baseline(study: Study, first_arm: Any, where: str) -> None:
+    # A dropped template must not silently hand the baseline role to another arm.
+    baseline = study.study.baseline or first_arm
+    for i, sweep in enumerate(study.sweeps):
+        if not sweep.keep_template and sweep.arm == baseline:
+            raise ConfigError(
+                f"{where}[[sweeps]][{i}].keep_template",
+                f"{sweep.arm!r} is the baseline; keep it, or name another arm in [study].baseline",
+            )
 
 
 def model_config(study: Study, vocab_size: int | None = None):
@@ -312,7 +497,22 @@ def model_config(study: Study, vocab_size: int | None = None):
 
 # Fields of the phase configs that the runner sets itself; a study file may not.
 RUNNER_FIELDS = frozenset(
-    {"run_dir", "shards", "mix", "plan", "tokenizer", "arm", "init_from", "seed", "model", "prompts", "progress"}
+    {
+        "run_dir",
+        "shards",
+        "mix",
+        "plan",
+        "tokenizer",
+        "arm",
+        "sweep",
+        "init_from",
+        "resume_from",
+        "stop_at",
+        "seed",
+        "model",
+        "prompts",
+        "progress",
+    }
 )
 
 

@@ -54,11 +54,14 @@ class LoopConfig:
     save_every: int = 0  # checkpoint every this many steps (0 = only at the end)
     keep_last: int | None = None  # keep only the newest N checkpoints (None = all)
     exit_after: int | None = None  # stop (with a checkpoint) after this many steps in this invocation; rerun resumes
+    stop_at: int | None = None  # end at this step with a checkpoint; the schedule still spans ``steps``
     progress: bool = True  # tqdm progress bar on rank 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ConfigError("steps", f"must be >= 1, got {self.steps}")
+        if self.stop_at is not None and not 0 <= self.stop_at <= self.steps:
+            raise ConfigError("stop_at", f"must be between 0 and steps ({self.steps}), got {self.stop_at}")
         if self.micro_batch < 1 or self.global_batch < 1:
             raise ConfigError("global_batch", "global_batch and micro_batch must be >= 1")
         if self.log_every < 1 or self.save_every < 0:
@@ -91,9 +94,11 @@ class TrainState:
     tokenizer_dir: str | None = None
     tokenizer_fingerprint: str | None = None
 
-    def resume(self, run_dir: str | os.PathLike) -> Path | None:
-        """Load the newest checkpoint of ``run_dir`` (weights, optimizer, schedule, RNG, counters)."""
-        ckpt = latest_checkpoint(run_dir)
+    def resume(self, path: str | os.PathLike) -> Path | None:
+        """Load a checkpoint, or the newest of run folder ``path`` (weights, optimizer, schedule, RNG, counters)."""
+        from frontload.train.checkpoint import META
+
+        ckpt = Path(path) if (Path(path) / META).is_file() else latest_checkpoint(path)
         if ckpt is None:
             return None
         meta = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, scheduler=self.optimizer.scheduler)
@@ -166,7 +171,7 @@ def train_loop(
     run: RunFolder,
     on_step: Callable[[TrainState, dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> Path | None:
-    """Train ``state`` until ``config.steps``; returns the last checkpoint written (None if none was due).
+    """Train ``state`` until ``config.steps`` (or ``stop_at``); returns the last checkpoint written (None if none).
 
     ``on_step(state, metrics)`` runs after each optimizer step and may return extra metric fields
     (RL adds rewards) that go into the same ``metrics`` event.
@@ -182,15 +187,17 @@ def train_loop(
     is_main = not dist.is_initialized() or dist.get_rank() == 0
     start_step = state.step
     bar = tqdm(
-        total=config.steps,
+        total=config.steps if config.stop_at is None else config.stop_at,
         initial=state.step,
         desc=f"{state.phase}",
         unit="step",
         disable=not (config.progress and is_main),
     )
     device = compat.device()
+    # A shared prefix ends early: its schedule is the whole phase's, its last step the branch point.
+    end = config.steps if config.stop_at is None else config.stop_at
     model.train()
-    while state.step < config.steps:
+    while state.step < end:
         if config.exit_after is not None and state.step - start_step >= config.exit_after:
             if last_ckpt is None or not last_ckpt.name.endswith(f"{state.step:08d}"):
                 # A time-limited job leaves a checkpoint of where it stopped, so no step is redone.
@@ -250,11 +257,11 @@ def train_loop(
             record[k] = float(counts[5 + i]) / max(float(counts[4]), 1.0)
         if on_step is not None:
             record.update(on_step(state, record) or {})
-        if state.step % config.log_every == 0 or state.step == config.steps:
+        if state.step % config.log_every == 0 or state.step == end:
             run.log("metrics", **record)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}")
-        if (config.save_every and state.step % config.save_every == 0) or state.step == config.steps:
+        if (config.save_every and state.step % config.save_every == 0) or state.step == end:
             last_ckpt = state.save(run.path, keep_last=config.keep_last)
     bar.close()
     return last_ckpt
@@ -316,8 +323,11 @@ class PhaseConfig:
     save_every: int = 0  # checkpoint every N steps (0 = only at the end)
     keep_last: int | None = None  # keep only the newest N checkpoints
     exit_after: int | None = None  # stop after N steps in this invocation, with a checkpoint; rerunning resumes
+    stop_at: int | None = None  # end at this step (a shared prefix); the LR schedule still spans all steps
+    resume_from: str | None = None  # a checkpoint of this phase to continue from (a shared prefix's last)
     seed: int = 1234  # model init, data order (through the mix plan) and RNG streams
     arm: str | None = None  # study arm this run belongs to (recorded in config.json)
+    sweep: dict[str, Any] | None = None  # the sweep the arm came from, {template, axes} (recorded in config.json)
     init_from: str | None = None  # checkpoint (or run folder: its latest checkpoint) to start from
     progress: bool = True  # tqdm progress bar
 
@@ -347,6 +357,7 @@ class PhaseConfig:
             save_every=self.save_every,
             keep_last=self.keep_last,
             exit_after=self.exit_after,
+            stop_at=self.stop_at,
             progress=self.progress,
         )
 
@@ -457,8 +468,23 @@ def run_phase(
                 f"{run_dir} was trained with mix plan {meta.get('mix_plan_fingerprint')}, this config makes "
                 f"{phase_plan.fingerprint}; use a new run folder",
             )
-        state.resume(run_dir)
+        state.resume(resumed)
         state.parent = parent if parent is not None else meta.get("parent")
+    elif config.resume_from is not None:
+        # A branch of a shared prefix: the prefix's checkpoint (weights, optimizer, schedule, RNG,
+        # counters) is where this run starts, and its parent, so the chain shows the branch point.
+        # Its mix plan covers only the shared stages; the check below compares the data itself.
+        resumed = resolve_checkpoint(config.resume_from)
+        from frontload.train.checkpoint import read_meta
+
+        if read_meta(resumed).get("phase") != phase:
+            raise ConfigError(
+                "resume_from", f"{resumed} is a {read_meta(resumed).get('phase')} checkpoint, not {phase}"
+            )
+        state.resume(resumed)
+        state.parent = str(resumed)
+        parent = state.parent
+    if resumed is not None:
         planned = getattr(dataset, "consumed_by_source", None)
         if planned is not None and state.consumed_samples <= len(dataset):
             # The blending index says which sources samples [0, k) came from; a mismatch means the
@@ -470,10 +496,22 @@ def run_phase(
                     f"{resumed}: consumed {state.consumed_by_source} per source, but the mix plan's first "
                     f"{state.consumed_samples} samples are {expected}; the data changed, use a new run folder",
                 )
-    run = RunFolder(run_dir, stage=phase, config=config_dict, arm=config.arm, phase=phase, parent=parent, rank=rt.rank)
+    run = RunFolder(
+        run_dir,
+        stage=phase,
+        config=config_dict,
+        arm=config.arm,
+        phase=phase,
+        parent=parent,
+        rank=rt.rank,
+        extra={"seed": config.seed, "sweep": config.sweep},
+    )
     try:
         batches = dataset_batches(dataset, loop_cfg, rt.dp_rank, rt.dp_size)
         last = train_loop(state, batches, loss_fn, loop_cfg, run, on_step=on_step)
+        if last is None and latest_checkpoint(run_dir) is None:
+            # A branch whose prefix already reached the end trains nothing but still owns a final checkpoint.
+            last = state.save(run_dir, keep_last=loop_cfg.keep_last)
     finally:
         run.close()
     return last or latest_checkpoint(run_dir)

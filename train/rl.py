@@ -75,6 +75,7 @@ class RLConfig:
     exit_after: int | None = None  # stop after N GRPO steps in this invocation; rerunning resumes
     seed: int = 1234  # prompt order, sampling and RNG streams
     arm: str | None = None  # study arm (recorded in config.json)
+    sweep: dict[str, Any] | None = None  # the sweep the arm came from, {template, axes} (recorded in config.json)
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -260,7 +261,12 @@ def rl(config: RLConfig) -> Path:
         phase="rl",
         parent=str(parent),
         rank=rt.rank,
-        extra={"reference_fingerprint": ref_fp, "prompts_fingerprint": prompts_fp},
+        extra={
+            "reference_fingerprint": ref_fp,
+            "prompts_fingerprint": prompts_fp,
+            "seed": config.seed,
+            "sweep": config.sweep,
+        },
     )
     source = GRPOBatches(
         config=config, state=state, tokenizer=tokenizer, prompts=prompt_sets, run=run, reference=reference

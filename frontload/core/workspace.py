@@ -8,16 +8,18 @@
       corpora/<corpus>/<fp>/           documents + manifest.json
       tokenizer/<fp>/                  the SentencePiece tokenizer
       shards/<corpus>[-sft]/<fp>/      Megatron .bin/.idx + manifest.json
-      runs/<arm>/<phase>/<fp>/         a training run folder (config.json, events/, checkpoints/)
-      runs/<arm>/eval-<phase>/<fp>/    the evaluation after that phase
+      runs/<arm>/seed-<s>/<phase>/<fp>/        a training run folder (config.json, events/, checkpoints/)
+      runs/<arm>/seed-<s>/eval-<phase>/<fp>/   the evaluation after that phase
+      runs/_shared/seed-<s>/pretrain/<fp>/     a pretraining prefix several arms share (they branch from it)
       mix/<arm>/<phase>/plan.json      mix plans written by ``frontload mix plan``
       frontload.duckdb                 the store (only analysis writes it)
       report/                          tables and plots
       jobs/                            Slurm/Ray job scripts and their logs (``--executor``)
 
-The runner builds paths with :class:`Workspace`; analysis reads arm and phase back from a path with
-:func:`parse_run` and :func:`parse_mix_plan`. A new level of run folders (a seed, say) is a change
-to :data:`RUN_LEVELS` and the two functions that use it, here and nowhere else.
+The runner builds paths with :class:`Workspace`; analysis reads arm, seed and phase back from a path
+with :func:`parse_run` and :func:`parse_mix_plan`. A new level of run folders is a change to
+:data:`RUN_LEVELS` and the two functions that use it, here and nowhere else. ``_shared`` cannot be an
+arm's name (arm names start with a letter or digit), so a shared prefix never collides with an arm.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ REPORT_DIR = "report"
 JOBS_DIR = "jobs"
 RUNS_DIR = "runs"
 MIX_DIR = "mix"
-EVAL_PREFIX = "eval-"  # runs/<arm>/eval-<phase>/: the evaluation after <phase>
+EVAL_PREFIX = "eval-"  # runs/<arm>/seed-<s>/eval-<phase>/: the evaluation after <phase>
+SEED_PREFIX = "seed-"  # runs/<arm>/seed-<s>/: the runs of one training seed
+SHARED_DIR = "_shared"  # runs/_shared/seed-<s>/pretrain/<fp>/: a pretraining prefix that arms branch from
 # The named levels between runs/ and a run's fingerprint folder, outermost first.
-RUN_LEVELS: tuple[str, ...] = ("arm", "phase")
+RUN_LEVELS: tuple[str, ...] = ("arm", "seed", "phase")
 # Folders of data outputs: <kind folder>/<name>/<fingerprint>/ (the tokenizer has no name level).
 DATA_DIRS = {"task": "tasks", "corpus": "corpora", "shards": "shards"}
 TOKENIZER_DIR = "tokenizer"
@@ -44,10 +48,16 @@ TOKENIZER_DIR = "tokenizer"
 class RunPath:
     """What a run folder's place in the workspace says about it."""
 
-    arm: str
+    arm: str | None  # None for a shared pretraining prefix (it belongs to several arms)
+    seed: int  # the training seed (model init, data order, sampling)
     phase: str  # the training phase, or the phase an evaluation followed
     evaluation: bool  # an eval-<phase> folder
     fingerprint: str
+
+    @property
+    def shared(self) -> bool:
+        """A pretraining prefix that several arms branch from."""
+        return self.arm is None
 
 
 @dataclass(frozen=True)
@@ -87,13 +97,17 @@ class Workspace:
     def shards(self, name: str, fp: str, *, sft: bool = False) -> Path:
         return self.root / DATA_DIRS["shards"] / (f"{name}-sft" if sft else name) / fp
 
-    def run(self, arm: str, phase: str, fp: str) -> Path:
-        """The run folder of a training phase of an arm."""
-        return self._run_dir(arm=arm, phase=phase) / fp
+    def run(self, arm: str, phase: str, fp: str, *, seed: int) -> Path:
+        """The run folder of a training phase of an arm, for one seed."""
+        return self._run_dir(arm=arm, seed=f"{SEED_PREFIX}{seed}", phase=phase) / fp
 
-    def eval_run(self, arm: str, phase: str, fp: str) -> Path:
+    def eval_run(self, arm: str, phase: str, fp: str, *, seed: int) -> Path:
         """The run folder of the evaluation after ``phase``."""
-        return self._run_dir(arm=arm, phase=EVAL_PREFIX + phase) / fp
+        return self._run_dir(arm=arm, seed=f"{SEED_PREFIX}{seed}", phase=EVAL_PREFIX + phase) / fp
+
+    def shared_run(self, phase: str, fp: str, *, seed: int) -> Path:
+        """The run folder of a training prefix that several arms share (pretraining)."""
+        return self._run_dir(arm=SHARED_DIR, seed=f"{SEED_PREFIX}{seed}", phase=phase) / fp
 
     def mix_plan(self, arm: str, phase: str) -> Path:
         return self.root / MIX_DIR / arm / phase / "plan.json"
@@ -107,16 +121,21 @@ def _parts(rel: str | os.PathLike) -> tuple[str, ...]:
 
 
 def parse_run(rel: str | os.PathLike) -> RunPath | None:
-    """Arm and phase of a workspace-relative path at or below a run folder; None elsewhere."""
+    """Arm, seed and phase of a workspace-relative path at or below a run folder; None elsewhere
+    (including a folder of the layout before seeds, ``runs/<arm>/<phase>/<fp>``)."""
     parts = _parts(rel)
     depth = 1 + len(RUN_LEVELS) + 1  # runs/, the levels, the fingerprint
     if len(parts) < depth or parts[0] != RUNS_DIR:
         return None
     levels = dict(zip(RUN_LEVELS, parts[1:], strict=False))
+    seed = levels["seed"][len(SEED_PREFIX) :]
+    if not levels["seed"].startswith(SEED_PREFIX) or not seed.lstrip("-").isdigit():
+        return None
     phase = levels["phase"]
     evaluation = phase.startswith(EVAL_PREFIX)
     return RunPath(
-        arm=levels["arm"],
+        arm=None if levels["arm"] == SHARED_DIR else levels["arm"],
+        seed=int(seed),
         phase=phase[len(EVAL_PREFIX) :] if evaluation else phase,
         evaluation=evaluation,
         fingerprint=parts[depth - 1],

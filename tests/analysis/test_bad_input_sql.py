@@ -61,7 +61,7 @@ def test_duckdb_itself_refuses_files_settings_and_extensions(ingested, tmp_path)
         ):
             with pytest.raises(duckdb.Error):
                 con.execute(sql)
-        # Views read only the store's tables, so they answer on this connection.
+            # Views read only the store's tables, so they answer on this connection.
             assert con.execute("SELECT count(*) FROM persistence").fetchone()[0] > 0
     finally:
         con.close()

@@ -44,7 +44,7 @@ def test_every_step_is_planned_in_dependency_order(tmp_path):
             assert ids.index(dep) < i, f"{step.id} runs before its input {dep}"
     for arm in ("baseline", "front_loaded"):
         for phase in ("pretrain", "sft", "rl"):
-            assert f"{phase}:{arm}" in ids and f"eval:{arm}:{phase}" in ids
+            assert f"{phase}:{arm}:s7" in ids and f"eval:{arm}:{phase}:s7" in ids
     # SFT reads SFT shards (with loss masks), pretraining reads plain ones.
     assert "shards:hq:sft" in ids and "shards:web" in ids and "shards:reasoning" in ids
 
@@ -53,14 +53,14 @@ def test_changing_only_sft_reuses_corpora_shards_and_pretraining(tmp_path):
     _mark_all_done(build_plan(_study(tmp_path)))
     rerun = _to_run(tmp_path, lambda t: t.replace("optim = { lr = 1e-3 }", "optim = { lr = 5e-4 }"))
     assert rerun == {
-        "sft:baseline",
-        "sft:front_loaded",
-        "rl:baseline",
-        "rl:front_loaded",
-        "eval:baseline:sft",
-        "eval:front_loaded:sft",
-        "eval:baseline:rl",
-        "eval:front_loaded:rl",
+        "sft:baseline:s7",
+        "sft:front_loaded:s7",
+        "rl:baseline:s7",
+        "rl:front_loaded:s7",
+        "eval:baseline:sft:s7",
+        "eval:front_loaded:sft:s7",
+        "eval:baseline:rl:s7",
+        "eval:front_loaded:rl:s7",
     }
 
 
@@ -69,7 +69,7 @@ def test_changing_the_tokenizer_rebuilds_everything_after_it(tmp_path):
     rerun = _to_run(tmp_path, lambda t: t.replace("vocab_size = 600", "vocab_size = 700"))
     assert not any(s.startswith(("corpus:", "task:")) for s in rerun)
     assert {"tokenizer", "shards:web", "shards:reasoning", "shards:hq:sft"} <= rerun
-    assert all(f"{p}:{a}" in rerun for p in ("pretrain", "sft", "rl") for a in ("baseline", "front_loaded"))
+    assert all(f"{p}:{a}:s7" in rerun for p in ("pretrain", "sft", "rl") for a in ("baseline", "front_loaded"))
 
 
 def test_changing_one_arm_leaves_the_other_alone(tmp_path):
@@ -83,7 +83,7 @@ def test_a_killed_data_step_is_rebuilt_and_a_killed_training_step_resumes(tmp_pa
     corpus = plan["corpus:web"]
     corpus.output.with_name(corpus.output.name + ".partial").mkdir(parents=True)
     assert corpus.status() == "resume" and not corpus.done()
-    pre = plan["pretrain:baseline"]
+    pre = plan["pretrain:baseline:s7"]
     pre.output.mkdir(parents=True)
     assert pre.status() == "resume"
     (pre.output / DONE).write_text("ckpt\n")
@@ -112,6 +112,15 @@ def test_a_killed_data_step_is_rebuilt_and_a_killed_training_step_resumes(tmp_pa
             r"\[pretrain\]\.optim\.lrr: unknown key",
         ),
         (lambda t: t.replace("[rl]\n", "[rl]\nrun_dir = 'x'\n"), r"\[rl\]\.run_dir: is set by the study runner"),
+        (lambda t: t.replace("seed = 7\n", "seed = 7\nseeds = []\n", 1), r"\[study\]\.seeds: name at least one seed"),
+        (
+            lambda t: t.replace("seed = 7\n", "seed = 7\nseeds = [1, 1]\n", 1),
+            r"\[study\]\.seeds: seeds must be distinct",
+        ),
+        (
+            lambda t: t.replace("[pretrain]\n", "[pretrain]\nstop_at = 3\n"),
+            r"\[pretrain\]\.stop_at: is set by the study runner",
+        ),
     ],
 )
 def test_bad_study_files_name_file_table_and_key(tmp_path, edit, message):
@@ -125,7 +134,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     study = _study(tmp_path)
     assert run_study(study, dry_run=True) == 0
     out = capsys.readouterr().out
-    assert re.search(r"run\s+pretrain:front_loaded", out)
+    assert re.search(r"run\s+pretrain:front_loaded:s7", out)
     assert not (tmp_path / "ws").exists()
 
 
@@ -139,11 +148,64 @@ def test_slurm_dry_run_writes_chained_job_scripts(tmp_path):
     submit = (jobs / "submit.sh").read_text()
     scripts = sorted(jobs.glob("*.sbatch"))
     assert len(scripts) == len(plan.steps)
-    pre = next(p for p in scripts if "pretrain-front_loaded" in p.name).read_text()
-    assert "#SBATCH --gpus-per-node=" in pre and "torchrun" in pre and "--only pretrain:front_loaded" in pre
+    pre = next(p for p in scripts if "pretrain-front_loaded-s7" in p.name).read_text()
+    assert "#SBATCH --gpus-per-node=" in pre and "torchrun" in pre and "--only pretrain:front_loaded:s7" in pre
     data = next(p for p in scripts if "corpus-web" in p.name).read_text()
     assert "--data-executor slurm" in data and "torchrun" not in data
     # SFT waits for its pretraining job and its shard set.
     sft_line = next(line for line in submit.splitlines() if "sft-front_loaded" in line)
     assert "--dependency=afterok:" in sft_line
     shutil.rmtree(jobs)
+
+
+def test_seeds_repeat_training_and_evaluation_but_not_data(tmp_path, capsys):
+    from frontload.runner import run_study
+
+    one = build_plan(_study(tmp_path))
+    two = build_plan(_study(tmp_path, lambda t: t.replace("seed = 7\n", "seed = 7\nseeds = [1, 2]\n", 1)))
+    kinds = ("pretrain-prefix", "pretrain", "sft", "rl", "eval")
+
+    def split(plan):
+        runs = {s.id: s for s in plan.ordered() if s.kind in kinds}
+        data = {s.id: s.fingerprint for s in plan.ordered() if s.kind not in kinds}
+        return runs, data
+
+    runs1, data1 = split(one)
+    runs2, data2 = split(two)
+    assert data1 == data2  # corpora, tokenizer, tasks and shards are built once, with the data seed
+    assert len(runs2) == 2 * len(runs1)
+    for step_id, step in runs2.items():
+        kind, arm, *rest, s = step_id.split(":")
+        other = runs2[":".join([kind, arm, *rest, "s2" if s == "s1" else "s1"])]
+        assert step.fingerprint != other.fingerprint and step.output != other.output
+        assert f"seed-{s[1:]}" in step.output.parts and step.seed == int(s[1:])
+    # SFT of seed 2 continues seed 2's pretraining.
+    assert two["sft:baseline:s2"].deps[0] == "pretrain:baseline:s2"
+    assert (
+        run_study(_study(tmp_path, lambda t: t.replace("seed = 7\n", "seed = 7\nseeds = [1, 2]\n", 1)), dry_run=True)
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "training seeds: 1, 2" in out and re.search(
+        r"run\s+eval:front_loaded:rl:s2\s+runs/front_loaded/seed-2/eval-rl/", out
+    )
+
+
+def test_workspace_paths_read_back_arm_seed_and_phase():
+    from frontload.core.workspace import Workspace, parse_run
+
+    ws = Workspace(Path("ws"))
+    run = parse_run(ws.run("front_loaded@share=0.1", "sft", "abc", seed=3).relative_to("ws") / "checkpoints" / "x")
+    assert (run.arm, run.seed, run.phase, run.evaluation, run.fingerprint) == (
+        "front_loaded@share=0.1",
+        3,
+        "sft",
+        False,
+        "abc",
+    )
+    ev = parse_run(ws.eval_run("a", "rl", "f", seed=1).relative_to("ws"))
+    assert (ev.arm, ev.seed, ev.phase, ev.evaluation) == ("a", 1, "rl", True)
+    shared = parse_run(ws.shared_run("pretrain", "f", seed=2).relative_to("ws"))
+    assert shared.shared and shared.arm is None and shared.seed == 2 and shared.phase == "pretrain"
+    assert parse_run("runs/a/pretrain/f") is None  # the layout before seeds is not misread
+    assert parse_run("corpora/web/f") is None

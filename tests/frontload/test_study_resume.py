@@ -34,17 +34,17 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
 
 def _results(ws: Path) -> dict:
     evals = {}
-    for f in sorted(ws.glob("runs/solo/eval-*/*/events/evals.rank0.jsonl")):
+    for f in sorted(ws.glob("runs/solo/seed-5/eval-*/*/events/evals.rank0.jsonl")):
         for line in f.read_text().splitlines():
             e = json.loads(line)
             evals[(e["phase"], e["task"], e["metric"])] = e["value"]
     losses = {}
     for phase in ("pretrain", "sft"):
-        for f in ws.glob(f"runs/solo/{phase}/*/events/metrics.rank0.jsonl"):
+        for f in ws.glob(f"runs/solo/seed-5/{phase}/*/events/metrics.rank0.jsonl"):
             for line in f.read_text().splitlines():
                 m = json.loads(line)
                 losses[(phase, m["step"])] = m["loss"]  # a step repeated after the resume must match too
-    final = Path((next(ws.glob("runs/solo/rl/*")) / "DONE").read_text().strip())
+    final = Path((next(ws.glob("runs/solo/seed-5/rl/*")) / "DONE").read_text().strip())
     weights = {p.name: p.read_bytes() for p in sorted(final.glob("model_*.pt"))}
     return {"evals": evals, "losses": losses, "weights": weights}
 
@@ -58,7 +58,7 @@ def test_killed_study_resumes_to_the_same_results(tmp_path):
     _finish(_run(straight))
 
     proc = _run(killed)
-    pretrain_runs = killed / "ws" / "runs" / "solo" / "pretrain"
+    pretrain_runs = killed / "ws" / "runs" / "solo" / "seed-5" / "pretrain"
     deadline = time.time() + 600
     while not list(pretrain_runs.glob("*/checkpoints/step_*/meta.json")):
         assert proc.poll() is None, "the run ended before its first checkpoint"
