@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from frontload.core.config import NAME_PATTERN
 from frontload.core.errors import FrontloadError
 from frontload.runner import build_plan, run_study
-from frontload.study_file import ARM_NAME_PATTERN, load_study
+from frontload.study_file import load_study
 
 TINY = Path(__file__).with_name("tiny_study.toml")
 
@@ -53,7 +54,7 @@ def test_one_axis_expands_into_named_arms_after_the_template(tmp_path):
         "front_loaded@share=0.1",
         "front_loaded@share=0.25",
     ]
-    assert all(ARM_NAME_PATTERN.fullmatch(n) for n in names)
+    assert all(re.fullmatch(NAME_PATTERN, n) for n in names)
     arm = study.arms[3]
     assert arm.pretrain[1].blend == {"web": 0.5, "reasoning": 0.1}
     assert arm.pretrain[0].blend == {"web": 1.0} and arm.sft == study.arms[1].sft  # the rest is the template's
