@@ -69,7 +69,7 @@ def test_job_script_quotes_paths_with_spaces(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_job_scripts(study, executor="slurm", submit=False)
     jobs = tmp_path / "work space $(id)" / "jobs"
-    script = next(jobs.glob("*pretrain-baseline.sbatch"))
+    script = next(jobs.glob("*pretrain-baseline*.sbatch"))
     # Run the script with stand-ins for torchrun/frontload that record the arguments they get.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
