@@ -81,7 +81,7 @@ def test_job_script_quotes_paths_with_spaces(tmp_path, monkeypatch):
     subprocess.run(["bash", str(script)], check=True, env=env, cwd="/")
     args = out.read_text().splitlines()
     assert args[0] == str(tmp_path)  # the job starts where frontload ran
-    assert str(path.resolve()) in args and "pretrain:baseline" in args
+    assert str(path.resolve()) in args and any(a.startswith("pretrain:baseline:s") for a in args)
     assert args[args.index("--workspace") + 1] == str(tmp_path / "work space $(id)")
     assert not (tmp_path / "x").exists() and subprocess.run(["bash", "-n", str(jobs / "submit.sh")]).returncode == 0
 
