@@ -140,7 +140,7 @@ def test_sweep_arms_are_planned_recorded_and_shown_in_the_dry_run(tmp_path, caps
         ),
         (
             SHARE.replace("0.25]", '"a b"]'),
-            r"\[\[sweeps\]\]\[0\]\.axes: arm name 'front_loaded@share=a b' is not a valid name",
+            r"\[\[sweeps\]\]\[0\]\.axes: 'front_loaded@share=a b' is not a valid name",
         ),
         (
             GRID.format(zip="true").replace("[0.9, 0.7]", "[0.9]"),
