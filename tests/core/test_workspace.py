@@ -9,19 +9,19 @@ from frontload.core.workspace import RunPath, Workspace, data_name, parse_mix_pl
 
 def test_run_and_eval_folders_read_back_their_arm_and_phase(tmp_path):
     ws = Workspace(tmp_path / "ws")
-    run = ws.run("front_loaded", "sft", "abc123")
-    ev = ws.eval_run("front_loaded", "sft", "def456")
-    assert run.relative_to(ws.root).as_posix() == "runs/front_loaded/sft/abc123"
-    assert ev.relative_to(ws.root).as_posix() == "runs/front_loaded/eval-sft/def456"
+    run = ws.run("front_loaded", "sft", "abc123", seed=2)
+    ev = ws.eval_run("front_loaded", "sft", "def456", seed=2)
+    assert run.relative_to(ws.root).as_posix() == "runs/front_loaded/seed-2/sft/abc123"
+    assert ev.relative_to(ws.root).as_posix() == "runs/front_loaded/seed-2/eval-sft/def456"
     assert parse_run(run.relative_to(ws.root)) == RunPath(
-        arm="front_loaded", phase="sft", evaluation=False, fingerprint="abc123"
+        arm="front_loaded", seed=2, phase="sft", evaluation=False, fingerprint="abc123"
     )
     assert parse_run(ev.relative_to(ws.root)) == RunPath(
-        arm="front_loaded", phase="sft", evaluation=True, fingerprint="def456"
+        arm="front_loaded", seed=2, phase="sft", evaluation=True, fingerprint="def456"
     )
     # A file below a run folder still belongs to it; folders outside runs/ belong to no run.
-    assert parse_run("runs/a/pretrain/fp/checkpoints/step_00000010").arm == "a"
-    assert parse_run("runs/a/pretrain") is None
+    assert parse_run("runs/a/seed-1/pretrain/fp/checkpoints/step_00000010").arm == "a"
+    assert parse_run("runs/a/seed-1/pretrain") is None
     assert parse_run(ws.corpus("web", "fp").relative_to(ws.root)) is None
 
 
