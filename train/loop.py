@@ -199,8 +199,9 @@ def train_loop(
         t0 = time.perf_counter()
         micro = batches(state.step, state.consumed_samples)
         opt.zero_grad()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        units = torch.zeros((), dtype=torch.float64)
+        # On the device: a CUDA loss cannot be added into a CPU tensor, and NCCL reduces CUDA tensors only.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        units = torch.zeros((), dtype=torch.float64, device=device)
         extra_sums: dict[str, float] = {}
         tokens = 0
         samples = 0
@@ -223,8 +224,9 @@ def train_loop(
             torch.tensor(
                 [loss_sum.item(), units.item(), tokens, samples, len(micro), *(extra_sums[k] for k in keys)],
                 dtype=torch.float64,
+                device=device,
             )
-        )
+        ).cpu()
         grad_norm = opt.step(units.to(torch.float32))
         opt.scheduler.step(1)
         state.step += 1
