@@ -14,6 +14,8 @@ Invariants:
   one on CPU (tested).
 * Loss functions return a *sum* and a unit count; the loop never averages per micro batch, so
   the gradient does not depend on how the global batch is split over ranks and micro batches.
+* With ``pp > 1`` the step's micro batches go through Megatron's pipeline schedule
+  (:mod:`frontload.train.pipeline`, next-token loss only) and every stage logs the last stage's figures.
 """
 
 from __future__ import annotations
@@ -171,10 +173,11 @@ def train_loop(
     ``on_step(state, metrics)`` runs after each optimizer step and may return extra metric fields
     (RL adds rewards) that go into the same ``metrics`` event.
     """
-    if state.model_config.pp > 1:
+    pipelined = state.model_config.pp > 1
+    if pipelined and (loss_fn is not token_loss or state.optimizer.backend != "megatron"):
         raise FrontloadError(
-            f"pp = {state.model_config.pp}: this loop runs forward/backward without Megatron's pipeline "
-            "schedule; pipeline-parallel training is not supported yet (use tp or data parallel)"
+            f"pp = {state.model_config.pp}: pipeline-parallel training runs the next-token loss (pretrain, sft) "
+            "with Megatron's optimizer; train this phase with pp = 1 (tensor or data parallel)"
         )
     model = state.model
     opt = state.optimizer
@@ -206,14 +209,19 @@ def train_loop(
         tokens = 0
         samples = 0
         sources: list[str] = []
+        if pipelined:
+            from frontload.train.pipeline import pipeline_step
+
+            loss_sum, units = pipeline_step(model, micro, device)
         for mb in micro:
-            mb = to_device(mb, device)
-            loss, n, metrics = loss_fn(model, mb)
-            loss.backward()
-            loss_sum += loss.detach().to(torch.float64)
-            units += n.detach().to(torch.float64)
-            for k, v in metrics.items():
-                extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
+            if not pipelined:
+                mb = to_device(mb, device)
+                loss, n, metrics = loss_fn(model, mb)
+                loss.backward()
+                loss_sum += loss.detach().to(torch.float64)
+                units += n.detach().to(torch.float64)
+                for k, v in metrics.items():
+                    extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
             tokens += mb["tokens"].numel()
             samples += mb["tokens"].shape[0]
             sources.extend(mb.get("source", []))
@@ -226,7 +234,13 @@ def train_loop(
                 dtype=torch.float64,
                 device=device,
             )
-        ).cpu()
+        )
+        if pipelined:
+            from frontload.train.pipeline import broadcast_from_last_stage
+
+            # The loss lives on the last stage; every stage logs and counts the same figures.
+            counts = broadcast_from_last_stage(counts)
+        counts = counts.cpu()
         grad_norm = opt.step(units.to(torch.float32))
         opt.scheduler.step(1)
         state.step += 1
