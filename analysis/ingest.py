@@ -33,6 +33,8 @@ from frontload.analysis.store import DB_NAME, StoreError, open_writable
 from frontload.analysis.views import PHASES_SQL, create_views
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import fingerprint
+from frontload.core.workspace import STUDY_FILE, parse_mix_plan, parse_run
+from frontload.core.workspace import data_name as _data_name
 
 KNOWN_EVENT_VERSIONS = (1,)
 KNOWN_FILE_VERSIONS = (1,)
@@ -147,8 +149,8 @@ def _check_version(path: Path, data: dict[str, Any], errors: list[str], required
 
 def _scan(ws: Path, errors: list[str]) -> _Scan:
     found = _Scan()
-    if (ws / "study.json").is_file():
-        found.study = ws / "study.json"
+    if (ws / STUDY_FILE).is_file():
+        found.study = ws / STUDY_FILE
     run_dirs: list[Path] = []
     for root, dirs, files in os.walk(ws):
         here = Path(root)
@@ -305,9 +307,9 @@ def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> di
     runs, run_by_dir = [], {}
     for folder, info in scan.runs:
         rel = paths.rel(folder)
-        parts = rel.split("/")
-        # WORKSPACE/runs/<arm>/<phase>/<fp>/: the layout names the arm where a stage's config does not.
-        path_arm = parts[1] if len(parts) >= 4 and parts[0] == "runs" else None
+        # The workspace layout names the arm where a stage's config does not.
+        placed = parse_run(rel)
+        path_arm = placed.arm if placed else None
         row = {
             "run_id": info["run_id"],
             "stage": info.get("stage"),
@@ -353,8 +355,7 @@ def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> di
     corpora, shards = [], []
     for folder, m in scan.manifests:
         rel = paths.rel(folder)
-        # WORKSPACE/<corpora|shards>/<name>/<fingerprint>/: the name is the folder above the fingerprint.
-        name = folder.parent.name if folder.name == m.get("fingerprint") else folder.name
+        name = _data_name(folder, m.get("fingerprint"))
         counts = m.get("counts") or {}
         if m["kind"] == "corpus":
             account = m.get("account") or {}
@@ -402,12 +403,11 @@ def _small_tables(ws: Path, paths: _Paths, scan: _Scan, errors: list[str]) -> di
             )
             continue
         run = run_by_dir.get(run_dir) if run_dir else None
-        parts = plan_path.relative_to(ws).parts
         arm = phase = None
         if run is not None:
             arm, phase = run["arm"], run["phase"]
-        elif len(parts) >= 4 and parts[0] == "mix":
-            arm, phase = parts[1], parts[2]
+        elif (placed := parse_mix_plan(plan_path.relative_to(ws))) is not None:
+            arm, phase = placed
         plans += _plan_rows(
             plan, paths.rel(plan_path), plan.get("arm") or arm, plan.get("phase") or phase, run is not None
         )

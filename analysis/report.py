@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from frontload.analysis.schema import PHASE_ORDER
 from frontload.analysis.store import connect, execute_read
+from frontload.core.phases import PHASES
 
 MAX_POINTS = 400
 
@@ -97,8 +97,8 @@ def _arm_colors(arms: list[str]) -> dict[str, object]:
 
 
 def _ordered_phases(phases) -> list[str]:
-    known = [p for p in PHASE_ORDER if p in phases]
-    return known + sorted(p for p in phases if p not in PHASE_ORDER)
+    known = [p for p in PHASES if p in phases]
+    return known + sorted(p for p in phases if p not in PHASES)
 
 
 def _plot_loss(frame, colors, path: Path) -> Path | None:

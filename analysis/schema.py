@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1  # of the DuckDB store; a store of another version is rebuilt by `ingest --rebuild`
-PHASE_ORDER = ("pretrain", "sft", "rl")  # the checkpoint chain; other phase names sort after these
 
 
 @dataclass(frozen=True)

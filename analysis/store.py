@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 
 from frontload.core.errors import FrontloadError
+from frontload.core.workspace import DB_NAME
 
-DB_NAME = "frontload.duckdb"
+__all__ = ["DB_NAME", "READ_STATEMENTS", "StoreError", "db_path", "open_writable"]
 # Statement types that only read. COPY, ATTACH, INSTALL/LOAD, SET and every DDL/DML are refused:
 # COPY ... TO writes files and ATTACH could open another database writable.
 READ_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "RELATION")

@@ -7,15 +7,15 @@ is always an improvement: ``arm - baseline`` for scores, ``baseline - arm`` for 
 
 from __future__ import annotations
 
-from frontload.analysis.schema import PHASE_ORDER
+from frontload.core.phases import PHASES
 
 LOWER_IS_BETTER = ("perplexity", "loss")
 
 
 def phase_order_sql(col: str) -> str:
     """SQL ranking ``col`` along the checkpoint chain (pretrain 0, sft 1, rl 2, others after)."""
-    whens = " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASE_ORDER))
-    return f"(CASE {col} {whens} ELSE {len(PHASE_ORDER)} END)"
+    whens = " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASES))
+    return f"(CASE {col} {whens} ELSE {len(PHASES)} END)"
 
 
 _LOWER = ", ".join(f"'{m}'" for m in LOWER_IS_BETTER)

@@ -5,7 +5,7 @@ context 512; ``--full``: 12 layers, hidden 768, 12 heads, context 1024), a 4096-
 trained on Python's shipped docs, ``--batch`` prompts of ``--prompt-len`` tokens taken from those
 docs, ``--new`` greedy tokens each with no early stop. Measured: generated tokens per second of
 
-- ``frontload.train.generate.generate`` on the Megatron-core GPTModel (Megatron's static KV cache), and
+- ``frontload.train.sampling.generate`` on the Megatron-core GPTModel (Megatron's static KV cache), and
 - the baseline, transformers' ``LlamaForCausalLM.generate`` (its dynamic KV cache) on the same
   weights exported with ``frontload.train.export``, same batch, float32, same thread count (``--threads``, default 1);
 
@@ -53,9 +53,9 @@ def main() -> None:
 
     from frontload.corpus.tokenizer import train_tokenizer_from_texts
     from frontload.train.export import export_model
-    from frontload.train.generate import generate
     from frontload.train.model import ModelConfig
     from frontload.train.runtime import init_distributed
+    from frontload.train.sampling import generate
 
     shape = (
         dict(layers=12, hidden=768, heads=12, seq_len=1024)

@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
     from megatron.core.datasets.utils import Split
 
-    from frontload.corpus.mix import MixSchedule, MixStage, build_phase_dataset, plan_mix
-    from frontload.corpus.mix_data import ShardTokenizer
+    from frontload.corpus.mix import MixSchedule, MixStage
+    from frontload.corpus.mix_data import ShardTokenizer, build_phase_dataset
+    from frontload.corpus.mix_plan import plan_mix
 
     samples = args.samples or (10_000_000 if args.full else 1_000_000)
     source_tokens = 100_000_000 if args.full else 40_000_000

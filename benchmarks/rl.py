@@ -127,10 +127,10 @@ def _vllm_offline(root: Path, ckpt: Path, tokenizer, prompts: list[str], a: argp
     from vllm.inputs import TokensPrompt
 
     from frontload.train.checkpoint import load_model
-    from frontload.train.rl_vllm import VLLMRollouts
+    from frontload.train.sampling import VLLMSampler
 
     model, cfg, _ = load_model(ckpt)
-    engine = VLLMRollouts(model, cfg, tokenizer, ckpt / "tokenizer", root / "offline", seed=0)
+    engine = VLLMSampler(model, cfg, tokenizer, ckpt / "tokenizer", root / "offline", seed=0)
     sp = SamplingParams(n=a.group, temperature=1.0, max_tokens=a.new_tokens, detokenize=False, seed=1)
     reqs = [TokensPrompt(prompt_token_ids=ids) for ids in tokenizer.encode_batch(prompts)]
     best, tokens = float("inf"), 0

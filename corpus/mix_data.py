@@ -1,7 +1,10 @@
-"""Megatron-core dataset classes behind :func:`frontload.corpus.mix.build_phase_dataset`.
+"""The training data of one phase, built from its mix plan with Megatron-core's dataset classes.
 
-Kept apart from ``mix.py`` so that planning a mix (and importing the schedule types) does not
-import Megatron. Everything here is a small extension of Megatron-core's own classes:
+:func:`build_phase_dataset` builds a :class:`PhaseDataset` with ``BlendedMegatronDatasetBuilder``
+(``GPTDataset`` per shard prefix, ``BlendedDataset`` per stage) and concatenates the stages; the
+invariants it keeps are listed in :mod:`frontload.corpus.mix_plan`. Kept apart from the plan so that
+planning a mix (and importing the schedule types) does not import Megatron. The classes are small
+extensions of Megatron-core's own:
 
 * :class:`StreamGPTDataset` is a ``GPTDataset`` whose length is a shard prefix's total over a
   whole phase (the *stream*), read from a per-stage offset; its document order, sample index and
@@ -16,8 +19,12 @@ Classes are module-level so datasets pickle into ``DataLoader`` workers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +32,7 @@ from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from frontload.corpus.mix import MixError
+from frontload.corpus.mix_plan import MixPlan, PhasePlan, _prefix_blend, read_shard_set
 
 MASK_SHIFT = 32
 TOKEN_BITS = (1 << MASK_SHIFT) - 1
@@ -136,3 +144,146 @@ def process_group() -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets (Megatron-core)
+# --------------------------------------------------------------------------------------------
+
+
+class PhaseDataset:
+    """The training samples of one phase: stage datasets (Megatron ``BlendedDataset``) in order.
+
+    ``ds[k]`` is global sample ``k`` of the phase: ``tokens``, ``labels``, ``loss_mask``,
+    ``position_ids`` (tensors of seq_len), ``source`` (shard set name) and ``stage`` (index).
+    """
+
+    def __init__(self, plan: PhasePlan, stages: list[Any], stage_sources: list[list[str]]) -> None:
+        self.plan = plan
+        self.stages = stages
+        self._stage_sources = stage_sources
+        self._starts = [s.start_sample for s in plan.stages]
+
+    @property
+    def fingerprint(self) -> str:
+        """The phase plan's fingerprint (what checkpoints record as mix_plan_fingerprint)."""
+        return self.plan.fingerprint
+
+    @property
+    def seq_len(self) -> int:
+        return self.plan.seq_len
+
+    def __len__(self) -> int:
+        return self.plan.samples
+
+    def stage_of(self, k: int) -> int:
+        """Index of the stage that holds global sample ``k``."""
+        return bisect_right(self._starts, k) - 1
+
+    def consumed_by_source(self, k: int) -> dict[str, int]:
+        """Samples per source among global samples ``[0, k)``, read from the blending indices
+        (what a run resumed at ``k`` has already consumed), without touching the data."""
+        out: dict[str, int] = {}
+        for s, st in enumerate(self.plan.stages):
+            local = min(max(k - st.start_sample, 0), st.samples)
+            if local == 0:
+                continue
+            counts = np.bincount(
+                np.asarray(self.stages[s].dataset_index[:local]), minlength=len(self._stage_sources[s])
+            )
+            for source, c in zip(self._stage_sources[s], counts.tolist()):
+                out[source] = out.get(source, 0) + c
+        return dict(sorted(out.items()))
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        k = int(k)
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(f"sample {k} is outside the phase's {len(self)} samples")
+        s = self.stage_of(k)
+        item = self.stages[s][k - self._starts[s]]
+        dataset_id = int(item.pop("dataset_id"))
+        item.pop("attention_mask", None)
+        item["loss_mask"] = item["loss_mask"].float()
+        item["source"] = self._stage_sources[s][dataset_id]
+        item["stage"] = s
+        return item
+
+
+def build_phase_dataset(
+    plan: MixPlan | PhasePlan,
+    shard_dirs: Mapping[str, str | os.PathLike],
+    cache_dir: str | os.PathLike,
+    *,
+    phase: str | None = None,
+) -> PhaseDataset:
+    """Build the phase's datasets with Megatron-core's ``BlendedMegatronDatasetBuilder``.
+
+    Index caches go to ``cache_dir``; a second build with the same plan loads them. The shard
+    sets must be the ones planned (same manifest fingerprints), or the error names the source.
+    """
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from tqdm import tqdm
+
+    ph = plan.phase(phase) if isinstance(plan, MixPlan) else plan
+    prefix_path: dict[tuple[str, int], str] = {}
+    mask_prefixes: dict[str, str] = {}
+    stream_samples: dict[str, int] = {}
+    for source, planned in ph.sources.items():
+        if source not in shard_dirs:
+            raise MixError(f"{ph.phase}: source {source!r} has no shard set (shard sets given: {sorted(shard_dirs)})")
+        folder = Path(shard_dirs[source])
+        info = read_shard_set(source, folder, where=ph.phase)
+        if info.fingerprint != planned.fingerprint or info.prefix_tokens != planned.prefix_tokens:
+            raise MixError(
+                f"{ph.phase}: source {source!r}: shard set {folder} changed since the plan was made "
+                f"(fingerprint {info.fingerprint}, planned {planned.fingerprint}); plan again"
+            )
+        for j, rel in enumerate(info.prefixes):
+            path = str((folder / rel).resolve())
+            prefix_path[(source, j)] = path
+            stream_samples[path] = ph.stream_samples[source][j]
+            if info.sft:
+                mask_prefixes[path] = str((folder / info.mask_prefixes[j]).resolve())
+    first = next(iter(ph.sources.values()))
+    tokenizer = ShardTokenizer(first.eod_id, first.vocab_size, first.tokenizer_fingerprint)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+
+    built, stage_sources = [], []
+    with process_group():
+        for st in tqdm(ph.stages, desc=f"{ph.phase} mix datasets", unit="stage", disable=len(ph.stages) < 2):
+            pairs, weights = _prefix_blend({s: sp.weight for s, sp in st.sources.items()}, ph.sources)
+            paths = [prefix_path[p] for p in pairs]
+            owners = [source for source, _ in pairs]
+            offsets = {prefix_path[(s, j)]: st.sources[s].stream_offset[j] for s, j in pairs}
+            planned = [st.sources[s].prefix_samples[j] for s, j in pairs]
+            config = StreamDatasetConfig(
+                random_seed=ph.seed,
+                sequence_length=ph.seq_len,
+                blend=(paths, weights),
+                split="1,0,0",
+                path_to_cache=str(cache_dir),
+                tokenizer=tokenizer,
+                reset_position_ids=False,
+                reset_attention_mask=False,
+                eod_mask_loss=False,
+                create_attention_mask=False,
+                mid_level_dataset_surplus=0.0,
+                stream_samples=stream_samples,
+                stream_offsets=offsets,
+                mask_prefixes=mask_prefixes,
+                identity=ph.fingerprint,
+            )
+            dataset = BlendedMegatronDatasetBuilder(
+                StreamGPTDataset, [st.samples, 0, 0], lambda: True, config
+            ).build()[0]
+            got = np.bincount(np.asarray(dataset.dataset_index[: st.samples]), minlength=len(paths))
+            if got.tolist() != planned or len(dataset) < st.samples:
+                raise MixError(
+                    f"{ph.phase}[{st.index}]: Megatron's blended index draws {got.tolist()} samples per prefix, "
+                    f"the plan {planned}; plan again with this megatron-core"
+                )
+            built.append(dataset)
+            stage_sources.append(owners)
+    return PhaseDataset(ph, built, stage_sources)

@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"frontload {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_CLIS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue  # a stage that is not built yet contributes no commands
-        module.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -49,7 +49,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_mix_plan(args: argparse.Namespace) -> int:
-    from frontload.steps import print_mix_plans
+    from frontload.runner import print_mix_plans
     from frontload.study_file import load_study
 
     study = load_study(args.study)

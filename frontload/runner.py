@@ -18,64 +18,22 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import shutil
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frontload import steps as S
+from frontload.core.atomic import atomic_folder
 from frontload.core.config import as_dict
+from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint
-from frontload.study_file import Study
+from frontload.steps import DONE, Step, StudyPlan
+from frontload.study_file import ArmSection, Study
 
-DONE = "DONE"
+__all__ = ["DONE", "Step", "StudyPlan", "build_plan", "format_plan", "print_mix_plans", "run_step", "run_study"]
 
-
-@dataclass(kw_only=True)
-class Step:
-    """One unit of work of a study, complete or absent."""
-
-    id: str  # e.g. "shards:web", "pretrain:baseline", "eval:front_loaded:sft"
-    kind: str  # corpus, tokenizer, shards, task, pretrain, sft, rl, eval
-    fingerprint: str
-    output: Path
-    deps: list[str] = field(default_factory=list)
-    action: Callable[[Path], Any] | None = None  # builds the output into the given folder
-    atomic: bool = True  # build in <output>.partial then rename; else resume in place
-    resources: str = "cpu"  # "cpu" data step or "gpu" training step (for scale-out job scripts)
-
-    def done(self) -> bool:
-        if self.atomic:
-            return self.output.exists()
-        return (self.output / DONE).exists()
-
-    def status(self) -> str:
-        if self.done():
-            return "reuse"
-        partial = self.output if not self.atomic else self.output.with_name(self.output.name + ".partial")
-        return "resume" if partial.exists() else "run"
-
-
-class StudyPlan:
-    """The steps of a study, with the paths later steps read from earlier ones."""
-
-    def __init__(self, study: Study, data_executor: str = "local") -> None:
-        self.study = study
-        self.data_executor = data_executor  # datatrove executor for data steps: local, slurm or ray
-        self.ws = study.workspace
-        self.steps: dict[str, Step] = {}
-
-    def add(self, step: Step) -> Step:
-        self.steps[step.id] = step
-        return step
-
-    def __getitem__(self, step_id: str) -> Step:
-        return self.steps[step_id]
-
-    def ordered(self) -> list[Step]:
-        return list(self.steps.values())
+DATA_KINDS = ("task", "corpus", "tokenizer", "shards")
 
 
 @functools.cache
@@ -87,81 +45,96 @@ def _environment_fingerprint() -> str:
 
 def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
     """Turn a study into its steps, fingerprints and output folders (nothing runs)."""
-    from frontload import steps as S  # the step actions; imported here to keep this module light
-
     plan = StudyPlan(study, data_executor=data_executor)
-    ws = plan.ws
-    seed = study.study.seed
-
     # Evaluation tasks come first: decontamination of every training corpus checks against them.
-    for task in study.eval.tasks:
+    task_ids = _add_tasks(plan)
+    _add_corpora(plan, task_ids)
+    _add_tokenizer(plan)
+    for arm in study.arms:
+        for phase_step in _add_phases(plan, arm):
+            _add_eval(plan, arm, phase_step, task_ids)
+    return plan
+
+
+def _add_tasks(plan: StudyPlan) -> list[str]:
+    for task in plan.study.eval.tasks:
         fp = fingerprint("task", as_dict(task))
         plan.add(
             Step(
                 id=f"task:{task.name}",
                 kind="task",
                 fingerprint=fp,
-                output=ws / "tasks" / task.name / fp,
-                action=S.task_action(study, task),
+                output=plan.layout.task(task.name, fp),
+                action=S.task_action(plan.study, task),
             )
         )
-    task_ids = [f"task:{t.name}" for t in study.eval.tasks]
+    return [f"task:{t.name}" for t in plan.study.eval.tasks]
 
+
+def _add_corpora(plan: StudyPlan, task_ids: list[str]) -> None:
+    study = plan.study
     for name, corpus in study.corpora.items():
         env = _environment_fingerprint() if corpus.source.kind == "packaged_text" else None
         decontam = bool(corpus.filters and corpus.filters.get("decontaminate"))
         task_fps = [plan[t].fingerprint for t in task_ids] if decontam else []
-        fp = fingerprint("corpus", as_dict(corpus), seed, env, task_fps)
+        fp = fingerprint("corpus", as_dict(corpus), study.study.seed, env, task_fps)
         plan.add(
             Step(
                 id=f"corpus:{name}",
                 kind="corpus",
                 fingerprint=fp,
-                output=ws / "corpora" / name / fp,
+                output=plan.layout.corpus(name, fp),
                 deps=task_ids if decontam else [],
                 action=S.corpus_action(plan, name, corpus),
             )
         )
 
-    tok_fp = fingerprint(
-        "tokenizer", as_dict(study.tokenizer), [plan[f"corpus:{c}"].fingerprint for c in study.tokenizer.train_on]
-    )
+
+def _add_tokenizer(plan: StudyPlan) -> None:
+    tok = plan.study.tokenizer
+    fp = fingerprint("tokenizer", as_dict(tok), [plan[f"corpus:{c}"].fingerprint for c in tok.train_on])
     plan.add(
         Step(
             id="tokenizer",
             kind="tokenizer",
-            fingerprint=tok_fp,
-            output=ws / "tokenizer" / tok_fp,
-            deps=[f"corpus:{c}" for c in study.tokenizer.train_on],
+            fingerprint=fp,
+            output=plan.layout.tokenizer(fp),
+            deps=[f"corpus:{c}" for c in tok.train_on],
             action=S.tokenizer_action(plan),
         )
     )
 
-    def shards(name: str, sft: bool) -> str:
-        step_id = f"shards:{name}" + (":sft" if sft else "")
-        if step_id not in plan.steps:
-            fp = fingerprint("shards", plan[f"corpus:{name}"].fingerprint, tok_fp, sft)
-            folder = f"{name}-sft" if sft else name
-            plan.add(
-                Step(
-                    id=step_id,
-                    kind="shards",
-                    fingerprint=fp,
-                    output=ws / "shards" / folder / fp,
-                    deps=[f"corpus:{name}", "tokenizer"],
-                    action=S.shards_action(plan, name, sft),
-                )
-            )
-        return step_id
 
-    def phase(kind: str, arm, fp: str, deps: list[str], action) -> Step:
+def _add_shards(plan: StudyPlan, name: str, sft: bool) -> str:
+    """The shard set of a corpus (pretraining or SFT), added once however many arms read it."""
+    step_id = f"shards:{name}" + (":sft" if sft else "")
+    if step_id not in plan.steps:
+        fp = fingerprint("shards", plan[f"corpus:{name}"].fingerprint, plan["tokenizer"].fingerprint, sft)
+        plan.add(
+            Step(
+                id=step_id,
+                kind="shards",
+                fingerprint=fp,
+                output=plan.layout.shards(name, fp, sft=sft),
+                deps=[f"corpus:{name}", "tokenizer"],
+                action=S.shards_action(plan, name, sft),
+            )
+        )
+    return step_id
+
+
+def _add_phases(plan: StudyPlan, arm: ArmSection) -> list[Step]:
+    """An arm's training phases along its checkpoint chain, each keyed by the one before."""
+    study, seed = plan.study, plan.study.study.seed
+
+    def phase(kind: str, fp: str, deps: list[str], action) -> Step:
         # Training phases resume in place from their checkpoints, on GPU nodes when scaled out.
         return plan.add(
             Step(
                 id=f"{kind}:{arm.name}",
                 kind=kind,
                 fingerprint=fp,
-                output=ws / "runs" / arm.name / kind / fp,
+                output=plan.layout.run(arm.name, kind, fp),
                 deps=deps,
                 atomic=False,
                 resources="gpu",
@@ -169,46 +142,48 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
             )
         )
 
-    for arm in study.arms:
-        pre_shards = sorted({shards(src, False) for stage in arm.pretrain for src in stage.weights})
-        pre_fp = fingerprint(
-            "pretrain",
-            study.model,
-            study.pretrain,
-            as_dict(arm.pretrain),
-            [plan[s].fingerprint for s in pre_shards],
-            seed,
+    pre_shards = sorted({_add_shards(plan, src, False) for stage in arm.pretrain for src in stage.weights})
+    pre_fp = fingerprint(
+        "pretrain",
+        study.model,
+        study.pretrain,
+        as_dict(arm.pretrain),
+        [plan[s].fingerprint for s in pre_shards],
+        seed,
+    )
+    last = phase("pretrain", pre_fp, pre_shards, S.pretrain_action(plan, arm))
+    phases = [last]
+    if arm.sft is not None:
+        sft_shards = sorted({_add_shards(plan, src, True) for src in arm.sft.weights})
+        sft_fp = fingerprint(
+            "sft", last.fingerprint, study.sft, as_dict(arm.sft), [plan[s].fingerprint for s in sft_shards]
         )
-        last = phase("pretrain", arm, pre_fp, pre_shards, S.pretrain_action(plan, arm))
-        phases = [last]
-        if arm.sft is not None:
-            sft_shards = sorted({shards(src, True) for src in arm.sft.weights})
-            sft_fp = fingerprint(
-                "sft", last.fingerprint, study.sft, as_dict(arm.sft), [plan[s].fingerprint for s in sft_shards]
-            )
-            last = phase("sft", arm, sft_fp, [last.id, *sft_shards], S.sft_action(plan, arm))
-            phases.append(last)
-        if arm.rl is not None:
-            rl_corpus = f"corpus:{arm.rl.problems}"
-            rl_fp = fingerprint("rl", last.fingerprint, study.rl, as_dict(arm.rl), plan[rl_corpus].fingerprint, seed)
-            last = phase("rl", arm, rl_fp, [last.id, rl_corpus], S.rl_action(plan, arm))
-            phases.append(last)
-        for phase_step in phases:
-            if phase_step.kind not in study.eval.after or not study.eval.tasks:
-                continue
-            eval_fp = fingerprint("eval", phase_step.fingerprint, as_dict(study.eval), seed)
-            plan.add(
-                Step(
-                    id=f"eval:{arm.name}:{phase_step.kind}",
-                    kind="eval",
-                    fingerprint=eval_fp,
-                    output=ws / "runs" / arm.name / f"eval-{phase_step.kind}" / eval_fp,
-                    deps=[phase_step.id, *task_ids],
-                    resources="gpu",
-                    action=S.eval_action(plan, arm, phase_step),
-                )
-            )
-    return plan
+        last = phase("sft", sft_fp, [last.id, *sft_shards], S.sft_action(plan, arm))
+        phases.append(last)
+    if arm.rl is not None:
+        rl_corpus = f"corpus:{arm.rl.problems}"
+        rl_fp = fingerprint("rl", last.fingerprint, study.rl, as_dict(arm.rl), plan[rl_corpus].fingerprint, seed)
+        last = phase("rl", rl_fp, [last.id, rl_corpus], S.rl_action(plan, arm))
+        phases.append(last)
+    return phases
+
+
+def _add_eval(plan: StudyPlan, arm: ArmSection, phase_step: Step, task_ids: list[str]) -> None:
+    study = plan.study
+    if phase_step.kind not in study.eval.after or not study.eval.tasks:
+        return
+    fp = fingerprint("eval", phase_step.fingerprint, as_dict(study.eval), study.study.seed)
+    plan.add(
+        Step(
+            id=f"eval:{arm.name}:{phase_step.kind}",
+            kind="eval",
+            fingerprint=fp,
+            output=plan.layout.eval_run(arm.name, phase_step.kind, fp),
+            deps=[phase_step.id, *task_ids],
+            resources="gpu",
+            action=S.eval_action(plan, arm, phase_step),
+        )
+    )
 
 
 def format_plan(plan: StudyPlan) -> str:
@@ -228,12 +203,9 @@ def run_step(step: Step) -> None:
     if step.done():
         return
     if step.atomic:
-        partial = step.output.with_name(step.output.name + ".partial")
-        # A partial folder is the leftover of a killed attempt; its contents are not trusted.
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        step.action(partial)
-        partial.rename(step.output)
+        # Built under a known name, so that `status` can tell an interrupted attempt (and it is rebuilt).
+        with atomic_folder(step.output, staging=step.partial, what=f"{step.kind} output") as partial:
+            step.action(partial)
     else:
         step.output.mkdir(parents=True, exist_ok=True)
         final = step.action(step.output)
@@ -262,7 +234,7 @@ def run_study(
         return 0
     plan.ws.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
-        plan.ws / "study.json", {**study.to_dict(), "baseline": study.baseline, "study_file": str(study.path)}
+        plan.layout.study_file, {**study.to_dict(), "baseline": study.baseline, "study_file": str(study.path)}
     )
     steps = [plan[s] for s in only] if only else plan.ordered()
     started = time.time()
@@ -276,7 +248,51 @@ def run_study(
         print(f"        {step.id} done in {time.time() - t0:.1f}s -> {step.output}", flush=True)
     print(f"all steps complete in {time.time() - started:.1f}s")
     if report and not only:
-        from frontload.steps import finish_study
-
         finish_study(plan)
+    return 0
+
+
+def finish_study(plan: StudyPlan) -> Any:
+    """Ingest every run folder into DuckDB, print the ablation and persistence tables and the plots."""
+    from frontload.analysis import report
+
+    paths = report(plan.ws, html=True)
+    print(f"\nworkspace: {plan.ws}")
+    print(f'DuckDB:    {plan.layout.db}  (try: frontload sql --workspace {plan.ws} "SELECT * FROM persistence")')
+    return paths
+
+
+def print_mix_plans(study: Study, arms: list[str] | None = None, out: Path | None = None) -> int:
+    """Build the shard sets the arms need (reusing what exists), then print and write each arm's mix plan."""
+    from frontload.corpus.mix_plan import plan_mix
+
+    plan = build_plan(study)
+    chosen = [a for a in study.arms if not arms or a.name in arms]
+    if arms and len(chosen) != len(arms):
+        raise FrontloadError(f"unknown arm in {arms} (arms: {[a.name for a in study.arms]})")
+    for step in plan.ordered():
+        if step.kind in DATA_KINDS and not step.done():
+            print(f"building {step.id} ...", flush=True)
+            run_step(step)
+    seq_len = int(study.model.get("seq_len", 64))
+    plans = {}
+    for arm in chosen:
+        phases = {"pretrain": (arm.pretrain, False)}
+        if arm.sft is not None:
+            phases["sft"] = ([arm.sft], True)
+        for phase, (stages, sft) in phases.items():
+            names = sorted({s for st in stages for s in st.weights})
+            mix = plan_mix(
+                S.mix_schedule(study, phase, stages),
+                S.shard_dirs(plan, names, sft=sft),
+                seq_len=seq_len,
+                seed=study.study.seed,
+                phase=phase,
+            )
+            mix.write(plan.layout.mix_plan(arm.name, phase))
+            plans[f"{arm.name}/{phase}"] = mix.to_dict()
+            print(f"\n== {arm.name} / {phase} ==")
+            print(mix.format_table())
+    if out is not None:
+        atomic_write_json(out, plans)
     return 0

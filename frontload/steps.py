@@ -1,5 +1,6 @@
-"""What each step of a study does: thin adapters from the study's tables to the stages' functions.
+"""The steps of a study and what each does: thin adapters from the study's tables to the stages' functions.
 
+A :class:`Step` is one unit of work, complete or absent; a :class:`StudyPlan` holds a study's steps.
 Each ``*_action`` returns a function ``action(out_dir) -> result`` that the runner calls with the
 step's output folder (a ``.partial`` folder for data steps). Stage modules are imported inside the
 actions so that planning a study (``--dry-run``) imports no torch, vLLM or Megatron.
@@ -7,15 +8,70 @@ actions so that planning a study (``--dry-run``) imports no torch, vLLM or Megat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from frontload.core.config import ConfigError, as_dict, from_mapping
 from frontload.core.fingerprint import atomic_write_json
+from frontload.core.workspace import Workspace
 
 if TYPE_CHECKING:
-    from frontload.runner import Step, StudyPlan
     from frontload.study_file import ArmSection, CorpusSection, EvalTaskSection, Study
+
+DONE = "DONE"  # a training step's completion file: names its final checkpoint
+PARTIAL = ".partial"  # a data step builds into <output>.partial, renamed into place when complete
+
+
+@dataclass(kw_only=True)
+class Step:
+    """One unit of work of a study, complete or absent."""
+
+    id: str  # e.g. "shards:web", "pretrain:baseline", "eval:front_loaded:sft"
+    kind: str  # corpus, tokenizer, shards, task, pretrain, sft, rl, eval
+    fingerprint: str
+    output: Path
+    deps: list[str] = field(default_factory=list)
+    action: Callable[[Path], Any] | None = None  # builds the output into the given folder
+    atomic: bool = True  # build in <output>.partial then rename; else resume in place
+    resources: str = "cpu"  # "cpu" data step or "gpu" training step (for scale-out job scripts)
+
+    @property
+    def partial(self) -> Path:
+        """Where an atomic step builds its output (a leftover means an interrupted attempt)."""
+        return self.output.with_name(self.output.name + PARTIAL)
+
+    def done(self) -> bool:
+        if self.atomic:
+            return self.output.exists()
+        return (self.output / DONE).exists()
+
+    def status(self) -> str:
+        if self.done():
+            return "reuse"
+        return "resume" if (self.partial if self.atomic else self.output).exists() else "run"
+
+
+class StudyPlan:
+    """The steps of a study, with the paths later steps read from earlier ones."""
+
+    def __init__(self, study: Study, data_executor: str = "local") -> None:
+        self.study = study
+        self.data_executor = data_executor  # datatrove executor for data steps: local, slurm or ray
+        self.ws = study.workspace
+        self.layout = Workspace(self.ws)
+        self.steps: dict[str, Step] = {}
+
+    def add(self, step: Step) -> Step:
+        self.steps[step.id] = step
+        return step
+
+    def __getitem__(self, step_id: str) -> Step:
+        return self.steps[step_id]
+
+    def ordered(self) -> list[Step]:
+        return list(self.steps.values())
 
 
 def corpus_files(folder: Path) -> list[Path]:
@@ -144,7 +200,7 @@ def shards_action(plan: StudyPlan, name: str, sft: bool):
 # -- training and evaluation steps ---------------------------------------------------------------
 def final_checkpoint(step: Step) -> Path:
     """The final checkpoint a finished training step recorded in its DONE file."""
-    return Path((step.output / "DONE").read_text().strip())
+    return Path((step.output / DONE).read_text().strip())
 
 
 def shard_dirs(plan: StudyPlan, names, sft: bool = False) -> dict[str, str]:
@@ -156,7 +212,7 @@ def _repeat_caps(study: Study) -> dict[str, float]:
     return {name: c.max_epochs for name, c in study.corpora.items() if c.max_epochs is not None}
 
 
-def _mix(study: Study, phase: str, stages) -> Any:
+def mix_schedule(study: Study, phase: str, stages) -> Any:
     from frontload.corpus.mix import MixSchedule
 
     return MixSchedule(**{phase: list(stages)}, repeat_caps=_repeat_caps(study))
@@ -177,7 +233,7 @@ def pretrain_action(plan: StudyPlan, arm: ArmSection):
             "pretrain",
             run_dir=str(out),
             shards=shard_dirs(plan, sources),
-            mix=_mix(study, "pretrain", arm.pretrain),
+            mix=mix_schedule(study, "pretrain", arm.pretrain),
             tokenizer=str(tok_dir),
             arm=arm.name,
             seed=study.study.seed,
@@ -200,7 +256,7 @@ def sft_action(plan: StudyPlan, arm: ArmSection):
             "sft",
             run_dir=str(out),
             shards=shard_dirs(plan, arm.sft.weights, sft=True),
-            mix=_mix(study, "sft", [arm.sft]),
+            mix=mix_schedule(study, "sft", [arm.sft]),
             arm=arm.name,
             seed=study.study.seed,
             init_from=str(final_checkpoint(plan[f"pretrain:{arm.name}"])),
@@ -262,54 +318,3 @@ def eval_action(plan: StudyPlan, arm: ArmSection, phase_step: Step):
         print(format_table(results))
 
     return action
-
-
-def finish_study(plan: StudyPlan) -> Any:
-    """Ingest every run folder into DuckDB, print the ablation and persistence tables and the plots."""
-    from frontload.analysis import report
-
-    paths = report(plan.ws, html=True)
-    print(f"\nworkspace: {plan.ws}")
-    print(
-        f'DuckDB:    {plan.ws / "frontload.duckdb"}  (try: frontload sql --workspace {plan.ws} "SELECT * FROM persistence")'
-    )
-    return paths
-
-
-def print_mix_plans(study: Study, arms: list[str] | None = None, out: Path | None = None) -> int:
-    """Build the shard sets the arms need (reusing what exists), then print and write each arm's mix plan."""
-    from frontload.corpus.mix import plan_mix
-    from frontload.runner import build_plan, run_step
-
-    plan = build_plan(study)
-    chosen = [a for a in study.arms if not arms or a.name in arms]
-    if arms and len(chosen) != len(arms):
-        from frontload.core.errors import FrontloadError
-
-        raise FrontloadError(f"unknown arm in {arms} (arms: {[a.name for a in study.arms]})")
-    for step in plan.ordered():
-        if step.kind in ("task", "corpus", "tokenizer", "shards") and not step.done():
-            print(f"building {step.id} ...", flush=True)
-            run_step(step)
-    seq_len = int(study.model.get("seq_len", 64))
-    plans = {}
-    for arm in chosen:
-        phases = {"pretrain": (arm.pretrain, False)}
-        if arm.sft is not None:
-            phases["sft"] = ([arm.sft], True)
-        for phase, (stages, sft) in phases.items():
-            names = sorted({s for st in stages for s in st.weights})
-            mix = plan_mix(
-                _mix(study, phase, stages),
-                shard_dirs(plan, names, sft=sft),
-                seq_len=seq_len,
-                seed=study.study.seed,
-                phase=phase,
-            )
-            mix.write(plan.ws / "mix" / arm.name / phase / "plan.json")
-            plans[f"{arm.name}/{phase}"] = mix.to_dict()
-            print(f"\n== {arm.name} / {phase} ==")
-            print(mix.format_table())
-    if out is not None:
-        atomic_write_json(out, plans)
-    return 0

@@ -131,7 +131,7 @@ class EvalSection:
     """``[eval]``: tasks and when to run them."""
 
     tasks: list[EvalTaskSection] = field(default_factory=list)
-    after: list[Literal["pretrain", "sft", "rl"]] = field(default_factory=lambda: list(PHASES))
+    after: list[Literal[*PHASES]] = field(default_factory=lambda: list(PHASES))
     samples: int = 4  # pass@1 is averaged over this many samples per question
     temperature: float = 0.7  # sampling temperature (0 = greedy, then samples must be 1)
     top_p: float = 1.0

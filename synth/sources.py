@@ -22,8 +22,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
 from tqdm import tqdm
 
+from frontload.core.atomic import atomic_folder
 from frontload.core.chat import render_example
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
@@ -253,29 +252,6 @@ def iter_problems(src: GeneratorSource, *, split: str = "train", account: Accoun
 # writing corpus folders
 
 
-class _Staging:
-    """A temporary sibling folder renamed onto ``out_dir`` when the block succeeds."""
-
-    def __init__(self, out_dir: Path, overwrite: bool) -> None:
-        self.out_dir = out_dir
-        self.overwrite = overwrite
-
-    def __enter__(self) -> Path:
-        if self.out_dir.exists() and any(self.out_dir.iterdir()) and not self.overwrite:
-            raise FrontloadError(f"{self.out_dir}: exists and is not empty (pass overwrite to replace it)")
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".tmp", dir=self.out_dir.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            if self.out_dir.exists():
-                shutil.rmtree(self.out_dir)
-            os.replace(self.tmp, self.out_dir)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 def _existing(out_dir: Path, fp: str) -> Manifest | None:
     if (out_dir / MANIFEST_NAME).exists():
         m = Manifest.read(out_dir, kind="corpus")
@@ -361,7 +337,7 @@ def write_source(
         docs, total = _file_problems(src, account, rejects), src.limit
     else:
         docs, total = _gym_problems(src, account, rejects), src.n * len(src.datasets)
-    with _Staging(out_dir, overwrite) as tmp:
+    with atomic_folder(out_dir, replace=overwrite, what="problem set (pass overwrite to replace it)") as tmp:
         per_family, per_difficulty, n_rejects = _write_docs(tmp, docs, rejects, total=total, desc="problems")
         counts = {"documents": sum(per_family.values()), "rejects": n_rejects}
         counts.update({f"family:{k}": v for k, v in sorted(per_family.items())})

@@ -18,6 +18,7 @@ a ``.tmp`` folder, which the next save removes). The chain pretrain → sft → 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from frontload.core.atomic import atomic_folder
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write_json
 from frontload.train import compat
@@ -133,12 +135,48 @@ def save_checkpoint(
     from frontload.core.config import as_dict
 
     final = checkpoint_dir(run_dir, step)
-    tmp = final.with_name(f".{final.name}.tmp")
     rank, tp, pp, dp = _ranks()
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    # Every rank writes into one known staging folder; rank 0 alone prepares it and renames it into
+    # place (replacing the same step saved again by a rerun: the new one is complete).
+    staging = final.with_name(f".{final.name}.tmp")
+    with atomic_folder(final, replace=True, staging=staging) if rank == 0 else contextlib.nullcontext(staging) as tmp:
+        _barrier()
+        _write_checkpoint_files(
+            tmp,
+            rank=rank,
+            tp=tp,
+            pp=pp,
+            dp=dp,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            tokenizer_dir=tokenizer_dir,
+        )
+        _barrier()
+        if rank == 0:
+            world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+            meta = {
+                "phase": phase,
+                "step": step,
+                "consumed_samples": consumed_samples,
+                "mix_plan_fingerprint": mix_plan_fingerprint,
+                "parent": str(parent) if parent is not None else None,
+                "model": as_dict(model_config),
+                "tokenizer_fingerprint": tokenizer_fingerprint,
+                "world_size": world,
+                "tp": model_config.tp,
+                "pp": model_config.pp,
+                **(extra or {}),
+            }
+            atomic_write_json(tmp / META, meta)
+    if rank == 0 and keep_last:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
     _barrier()
+    return final
+
+
+def _write_checkpoint_files(tmp: Path, *, rank, tp, pp, dp, model, optimizer, scheduler, tokenizer_dir) -> None:
     if dp == 0:
         torch.save(_model_state(model), tmp / f"model_tp{tp}_pp{pp}.pt")
         if optimizer is not None:
@@ -154,31 +192,6 @@ def save_checkpoint(
             else:
                 (tmp / "tokenizer").mkdir()
                 shutil.copy2(src, tmp / "tokenizer" / src.name)
-    _barrier()
-    if rank == 0:
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        meta = {
-            "phase": phase,
-            "step": step,
-            "consumed_samples": consumed_samples,
-            "mix_plan_fingerprint": mix_plan_fingerprint,
-            "parent": str(parent) if parent is not None else None,
-            "model": as_dict(model_config),
-            "tokenizer_fingerprint": tokenizer_fingerprint,
-            "world_size": world,
-            "tp": model_config.tp,
-            "pp": model_config.pp,
-            **(extra or {}),
-        }
-        atomic_write_json(tmp / META, meta)
-        if final.exists():
-            shutil.rmtree(final)  # the same step saved again (a rerun); the new one is complete
-        os.replace(tmp, final)
-        if keep_last:
-            for old in list_checkpoints(run_dir)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
-    _barrier()
-    return final
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:

@@ -3,8 +3,8 @@
 A task is any JSONL/Parquet file, folder, corpus folder or saved Hugging Face dataset with a question
 and a gold answer field (read through :mod:`frontload.corpus.readers`, strictly: a bad record stops
 the run with its file and line). Each question is rendered with a prompt template (by default
-:func:`frontload.core.chat.render_prompt`), answered by the Megatron model with the KV-cache
-sampler of :mod:`frontload.train.generate`, parsed with :func:`frontload.core.chat.parse_response`
+:func:`frontload.core.chat.render_prompt`), answered by a sampler of :mod:`frontload.train.sampling`
+(the Megatron model's own KV cache, or a vLLM engine holding it), parsed with :func:`frontload.core.chat.parse_response`
 and judged by :func:`frontload.filters.verify.verify_answer`.
 
 Metrics (contract of the ``evals`` events):
@@ -20,7 +20,6 @@ Every answer is kept as a ``predictions`` event for error analysis; nothing is j
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -169,16 +168,16 @@ def evaluate_task(
     checkpoint=None,
     step=None,
     phase=None,
-    engine=None,
+    sampler=None,
 ) -> list[EvalResult]:
     """Answer every question of ``task`` and score it; predictions and summaries go to ``run``.
 
-    ``engine`` (a :class:`frontload.train.rl_vllm.VLLMRollouts` holding the same model) answers
-    instead of the Megatron sampler when given.
+    ``sampler`` (a :class:`frontload.train.sampling.Sampler` holding the same model, e.g. a vLLM
+    engine) answers when given; else the model itself does, with its KV cache.
     """
     from frontload.filters.verify import verify_answer
-    from frontload.train.generate import generate
     from frontload.train.model import unwrap
+    from frontload.train.sampling import MegatronSampler
 
     questions = load_questions(task)
     context = int(getattr(unwrap(model), "max_sequence_length", 0)) or 1 << 30
@@ -195,13 +194,9 @@ def evaluate_task(
         n=config.samples,
         seed=config.seed,
     )
-    prompts = [q.prompt for q in questions]
-    if engine is not None:
-        completions = engine.generate(prompts, **sampling)
-    else:
-        completions = generate(
-            model, tokenizer, prompts, batch_size=config.batch_size, progress=config.progress, **sampling
-        )
+    if sampler is None:
+        sampler = MegatronSampler(model, tokenizer, batch_size=config.batch_size, progress=config.progress)
+    completions = sampler.generate([q.prompt for q in questions], **sampling)
     correct = [0] * len(questions)
     for c in completions:
         q = questions[c.prompt_index]
@@ -345,33 +340,34 @@ def evaluate_model(
 
     The vLLM backend exports the model to a temporary folder and needs its ``model_config``.
     """
+    import tempfile
+
+    from frontload.train.sampling import open_sampler
+
     where = {"checkpoint": None if checkpoint is None else str(checkpoint), "step": step, "phase": phase}
     results: list[EvalResult] = []
-    with contextlib.ExitStack() as stack:
-        engine = None
-        if config.backend == "vllm" and tasks:
-            engine = _vllm_engine(model, model_config, tokenizer, config, stack)
-        for task in tasks:
-            results += evaluate_task(model, tokenizer, task, config, run, engine=engine, **where)
+    if tasks:
+        with contextlib.ExitStack() as stack:
+            work = None
+            if config.backend == "vllm":
+                work = stack.enter_context(tempfile.TemporaryDirectory(prefix="frontload-eval-"))
+            sampler = open_sampler(
+                config.backend,
+                model,
+                tokenizer,
+                model_config=model_config,
+                tokenizer_dir=tokenizer.dir,
+                work_dir=work,
+                seed=config.seed,
+                batch_size=config.batch_size,
+                progress=config.progress,
+            )
+            stack.callback(sampler.close)
+            for task in tasks:
+                results += evaluate_task(model, tokenizer, task, config, run, sampler=sampler, **where)
     for shard_dir in config.perplexity:
         results.append(perplexity(model, tokenizer, shard_dir, config, run, **where))
     return results
-
-
-def _vllm_engine(model, model_config, tokenizer, config: EvalConfig, stack: contextlib.ExitStack):
-    """A vLLM engine serving ``model`` (exported to a temporary folder), closed with ``stack``."""
-    import tempfile
-
-    from frontload.train.rl_vllm import VLLMRollouts
-
-    if model_config is None:
-        raise FrontloadError("backend 'vllm' needs the model's ModelConfig (evaluate_model(..., model_config=))")
-    if tokenizer.dir is None:
-        raise FrontloadError(f"{tokenizer.path}: backend 'vllm' needs a tokenizer folder to export")
-    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="frontload-eval-")))
-    engine = VLLMRollouts(model, model_config, tokenizer, tokenizer.dir, work, seed=config.seed)
-    stack.callback(engine.close)
-    return engine
 
 
 def evaluate(ckpt_dir: str | os.PathLike, tasks: list[TaskSpec], config: EvalConfig, run=None) -> list[EvalResult]:
@@ -406,78 +402,3 @@ def format_table(results: list[EvalResult]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    from frontload.core.events import RunFolder
-    from frontload.train.checkpoint import read_meta
-
-    if not args.tasks and not args.perplexity:
-        raise FrontloadError("give --tasks FILE... and/or --perplexity SHARD_DIR...")
-    tasks = [
-        TaskSpec(
-            path=p,
-            question_field=args.question_field,
-            answer_field=args.answer_field,
-            id_field=args.id_field,
-            template=args.template,
-            limit=args.limit,
-        )
-        for p in args.tasks or []
-    ]
-    config = EvalConfig(
-        samples=args.samples,
-        temperature=args.temperature if args.temperature is not None else (1.0 if args.samples > 1 else 0.0),
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        pass_k=args.pass_k or [],
-        batch_size=args.batch_size,
-        seed=args.seed,
-        perplexity=args.perplexity or [],
-        backend=args.backend,
-    )
-    run = None
-    if args.out:
-        meta = read_meta(args.checkpoint)
-        run = RunFolder(
-            args.out,
-            stage="eval",
-            config={"checkpoint": str(args.checkpoint), "tasks": as_dict(tasks), "eval": as_dict(config)},
-            phase=meta.get("phase"),
-            parent=str(args.checkpoint),
-        )
-    try:
-        results = evaluate(args.checkpoint, tasks, config, run)
-    finally:
-        if run is not None:
-            run.close()
-    print(format_table(results))
-    return 0
-
-
-def add_commands(subparsers) -> None:
-    """Register ``frontload eval CKPT --tasks FILE...``."""
-    p = subparsers.add_parser("eval", help="evaluate a checkpoint on task files and held-out shard sets")
-    p.add_argument("checkpoint", help="checkpoint folder (has meta.json)")
-    p.add_argument("--tasks", nargs="*", default=[], help="task files or folders (JSONL, Parquet, saved HF dataset)")
-    p.add_argument("--question-field", default="question", help="dotted field of the question")
-    p.add_argument("--answer-field", default="answer", help="dotted field of the gold answer")
-    p.add_argument("--id-field", default="id", help="dotted field of the question id")
-    p.add_argument("--template", default=None, help="prompt template with {question}; default: the chat format")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions of each task")
-    p.add_argument("--samples", type=int, default=1, help="completions per question (pass@1 averages them)")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy; default 0, or 1 when --samples > 1")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    p.add_argument("--pass-k", type=int, nargs="*", default=None, help="k values for pass@k (default: --samples)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="answer budget per completion")
-    p.add_argument("--batch-size", type=int, default=32, help="completions decoded together")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--perplexity", nargs="*", default=[], help="shard set folders for held-out perplexity")
-    p.add_argument(
-        "--backend",
-        choices=("megatron", "vllm"),
-        default="megatron",
-        help="who answers: the Megatron model or vLLM on its export",
-    )
-    p.add_argument("--out", default=None, help="run folder for predictions and evals events")
-    p.set_defaults(func=_run_eval)

@@ -395,7 +395,8 @@ def run_phase(
     fresh init; a run folder that already holds checkpoints resumes from its newest one.
     """
     from frontload.core.fingerprint import atomic_write_json
-    from frontload.corpus.mix import MixPlan, build_phase_dataset, plan_mix
+    from frontload.corpus.mix_data import build_phase_dataset
+    from frontload.corpus.mix_plan import MixPlan, plan_mix
     from frontload.train.optim import build_optimizer
     from frontload.train.runtime import init_distributed
 

@@ -5,6 +5,10 @@ onto its target, so a reader (or a rerun after ``kill -9``) never sees a half-wr
 temporary folder is hidden (``.name.*.tmp``) and never read by the readers. Replacing an existing
 target is the caller's decision, made before any work starts: ``replace`` says whether an existing
 non-empty target may go, so no helper here deletes a folder nobody vouched for.
+
+A caller that must see an interrupted attempt (the runner reports such a step as ``resume``; every
+rank of a checkpoint save writes into one known folder) names the staging folder itself: a leftover
+there is removed before the block, and it stays after a failure for inspection.
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ from frontload.core.errors import FrontloadError
 
 @contextlib.contextmanager
 def atomic_folder(
-    target: str | os.PathLike, *, replace: bool | Callable[[Path], bool] = False, what: str = "folder"
+    target: str | os.PathLike,
+    *,
+    replace: bool | Callable[[Path], bool] = False,
+    what: str = "folder",
+    staging: str | os.PathLike | None = None,
 ) -> Iterator[Path]:
     """Yield an empty temporary sibling of ``target``; rename it onto ``target`` if the block succeeds.
 
     An existing non-empty ``target`` is refused unless ``replace`` is true (or a callable that returns
     true for it); the check runs before the block, so nothing is built only to be thrown away.
+    ``staging`` names the temporary folder (same filesystem as ``target``) instead of a hidden random one.
     """
     target = Path(target)
     if target.exists() and not target.is_dir():
@@ -36,11 +45,18 @@ def atomic_folder(
         if not allowed:
             raise FrontloadError(f"{target}: exists and is not empty; refusing to replace it with a {what}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    if staging is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    else:
+        tmp = Path(staging)
+        # A leftover of a killed attempt: its contents are not trusted.
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if staging is None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     if target.exists():
         # Move the old folder aside first, so the new one lands by one rename and the old one is

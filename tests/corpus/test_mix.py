@@ -11,15 +11,9 @@ import torch
 from mix_helpers import EOD, PROMPT, RESPONSE, sft_docs, text_docs, write_shard_set
 
 from frontload.core.config import ConfigError, from_mapping
-from frontload.corpus.mix import (
-    MixError,
-    MixPlan,
-    MixSchedule,
-    MixStage,
-    MixWarning,
-    build_phase_dataset,
-    plan_mix,
-)
+from frontload.corpus.mix import MixError, MixSchedule, MixStage, MixWarning
+from frontload.corpus.mix_data import build_phase_dataset
+from frontload.corpus.mix_plan import MixPlan, plan_mix
 
 SEQ = 32
 RANGES = {"web": (10, 100), "reasoning": (100, 200), "code": (200, 300)}

@@ -7,7 +7,9 @@ import json
 import torch
 
 from frontload.core.chat import render_example
-from frontload.corpus.mix import MixSchedule, MixStage, build_phase_dataset, plan_mix
+from frontload.corpus.mix import MixSchedule, MixStage
+from frontload.corpus.mix_data import build_phase_dataset
+from frontload.corpus.mix_plan import plan_mix
 from frontload.corpus.shards import build_shards
 
 SEQ = 48

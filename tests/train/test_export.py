@@ -7,8 +7,8 @@ import torch
 from export_helpers import memorized_checkpoint, save, tiny_model, vllm_greedy
 
 from frontload.train.export import export_hf, export_model, hf_state_dict
-from frontload.train.generate import generate
 from frontload.train.model import forward
+from frontload.train.sampling import generate
 
 PROMPTS = ["<|user|>\nWhat is the module search path?\n<|assistant|>\n", "The function returns", "x"]
 

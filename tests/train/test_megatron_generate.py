@@ -5,7 +5,7 @@ import torch
 from export_helpers import examples, memorized_checkpoint, tiny_model
 
 from frontload.core.errors import FrontloadError
-from frontload.train.generate import generate, sequence_logprobs
+from frontload.train.sampling import generate, sequence_logprobs
 
 PROMPTS = ["<|user|>\nWhat is the module search path?\n<|assistant|>\n", "The function returns", "x"]
 

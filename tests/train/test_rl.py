@@ -195,7 +195,7 @@ def test_cli_runs_rl_from_a_toml_file(sft_checkpoint, rl_set, tmp_path, capsys):
 
 
 def test_minibatches_split_the_kept_rows_and_reshuffle_per_epoch(tmp_path, sft_checkpoint, rl_set):
-    from frontload.train.rl import GRPOBatches, Rollout
+    from frontload.train.rollouts import GRPOBatches, Rollout
 
     cfg = _config(tmp_path, sft_checkpoint, rl_set, minibatches=2, epochs=2)
     source = GRPOBatches(config=cfg, state=None, tokenizer=None, prompts={}, run=None)
@@ -218,7 +218,7 @@ def test_minibatches_split_the_kept_rows_and_reshuffle_per_epoch(tmp_path, sft_c
 
 
 def test_a_mix_of_named_prompt_sets(sft_checkpoint, rl_set, tmp_path):
-    from frontload.train.rl import PromptMix
+    from frontload.train.prompts import PromptMix
 
     mix = PromptMix({"a": 5, "b": 3}, {"a": 3.0, "b": 1.0}, seed=1)
     slots = mix.indices(0, 16)

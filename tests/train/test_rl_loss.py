@@ -8,14 +8,9 @@ import pytest
 import torch
 
 from frontload.core.errors import FrontloadError
-from frontload.train.rl import (
-    PromptOrder,
-    RewardConfig,
-    RewardScorer,
-    group_advantages,
-    grpo_loss,
-    load_prompts,
-)
+from frontload.train.prompts import PromptOrder, load_prompts
+from frontload.train.rewards import RewardConfig, RewardScorer
+from frontload.train.rl_loss import group_advantages, grpo_loss
 
 
 def test_group_advantages_by_hand():

@@ -10,9 +10,9 @@ pytest.importorskip("vllm")
 
 from frontload.core.events import read_events  # noqa: E402
 from frontload.train.checkpoint import save_checkpoint  # noqa: E402
-from frontload.train.generate import generate, sequence_logprobs  # noqa: E402
 from frontload.train.model import ModelConfig  # noqa: E402
 from frontload.train.runtime import init_distributed  # noqa: E402
+from frontload.train.sampling import generate, sequence_logprobs  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -38,10 +38,10 @@ def _greedy_vllm(engine):
 
 
 def test_vllm_follows_the_trainer_after_in_place_weight_updates(policy, tiny_tokenizer, tmp_path):
-    from frontload.train.rl_vllm import VLLMRollouts
+    from frontload.train.sampling import VLLMSampler
 
     model, cfg = policy
-    engine = VLLMRollouts(model, cfg, tiny_tokenizer, tiny_tokenizer.path, tmp_path, seed=0)
+    engine = VLLMSampler(model, cfg, tiny_tokenizer, tiny_tokenizer.path, tmp_path, seed=0)
     try:
         before = _greedy_trainer(model, tiny_tokenizer)
         assert _greedy_vllm(engine) == before
