@@ -147,17 +147,25 @@ def _sum_over_dp(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def _gather_sources(sources: list[str]) -> Counter:
+def _gather_over_dp(sources: list[str], extra_sums: dict[str, float]) -> tuple[Counter, dict[str, float]]:
+    """Samples per source and loss-function metric sums over all data-parallel ranks.
+
+    Objects, not one tensor: a rank may have had no micro batch this step (RL minibatches need not
+    touch every rank's rows), and then it knows none of the metric names.
+    """
     from megatron.core import parallel_state
 
     counts = Counter(sources)
     if dist.is_initialized() and parallel_state.get_data_parallel_world_size() > 1:
         gathered: list[Any] = [None] * parallel_state.get_data_parallel_world_size()
-        dist.all_gather_object(gathered, dict(counts), group=parallel_state.get_data_parallel_group_gloo())
-        counts = Counter()
-        for c in gathered:
+        mine = (dict(counts), extra_sums)
+        dist.all_gather_object(gathered, mine, group=parallel_state.get_data_parallel_group_gloo())
+        counts, extra_sums = Counter(), {}
+        for c, extra in gathered:
             counts.update(c)
-    return counts
+            for k, v in extra.items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + v
+    return counts, extra_sums
 
 
 def train_loop(
@@ -226,11 +234,10 @@ def train_loop(
             samples += mb["tokens"].shape[0]
             sources.extend(mb.get("source", []))
         # One all-reduce for the step's sums; loss-function metrics are averaged over all micro
-        # batches of all ranks (their keys are the same on every rank).
-        keys = sorted(extra_sums)
+        # batches of all ranks.
         counts = _sum_over_dp(
             torch.tensor(
-                [loss_sum.item(), units.item(), tokens, samples, len(micro), *(extra_sums[k] for k in keys)],
+                [loss_sum.item(), units.item(), tokens, samples, len(micro)],
                 dtype=torch.float64,
                 device=device,
             )
@@ -246,7 +253,8 @@ def train_loop(
         state.step += 1
         sample_start = state.consumed_samples
         state.consumed_samples += int(counts[3])
-        for src, n in _gather_sources(sources).items():
+        by_source, extra_sums = _gather_over_dp(sources, extra_sums)
+        for src, n in by_source.items():
             state.consumed_by_source[src] = state.consumed_by_source.get(src, 0) + n
         elapsed = time.perf_counter() - t0
         total_units = float(counts[1])
@@ -262,8 +270,8 @@ def train_loop(
             "sample_start": sample_start,
             "loss_units": total_units,
         }
-        for i, k in enumerate(keys):
-            record[k] = float(counts[5 + i]) / max(float(counts[4]), 1.0)
+        for k in sorted(extra_sums):
+            record[k] = extra_sums[k] / max(float(counts[4]), 1.0)
         if on_step is not None:
             record.update(on_step(state, record) or {})
         if state.step % config.log_every == 0 or state.step == config.steps:
