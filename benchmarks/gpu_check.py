@@ -16,7 +16,7 @@ not hide the others):
 
 The default is a ~1B Llama (16 layers, hidden 2048, 16 heads, seq 4096, vocab 32000) and finishes
 in a few minutes on an H100; ``--cpu-smoke`` runs the same code at a tiny size on the CPU in
-seconds (the test suite runs it). FLOPs per token are ``6 N + 12 L h s`` (attention counted
+seconds (the test suite runs it), bf16 included. FLOPs per token are ``6 N + 12 L h s`` (attention counted
 without the causal saving, as in the PaLM paper's MFU).
 
     bash benchmarks/gpu_wheels.sh                 # here, once: wheels for the bare GPU machine into .whl/
@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         heads=args.heads,
         seq_len=args.seq_len,
         vocab_size=args.vocab,
-        bf16=on_gpu,
+        # bf16 on the CPU too: the smoke then runs the GPU path's Float16Module and fp32 main params.
+        bf16=True,
     )
     result["model"] = {
         "layers": cfg.layers,
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             if part == "plain":
-                result["plain"] = plain_part(cfg, data, args, device, bf16=on_gpu)
+                result["plain"] = plain_part(cfg, data, args, device, bf16=True)
                 print_part("plain", result["plain"])
             else:
                 frontload_part(cfg, data, args, device, result)

@@ -3,6 +3,7 @@
 # packages that are missing there, then run benchmarks/gpu_check.py with the given arguments.
 # Unpacking (a wheel is a zip) needs no pip and no network, and leaves the machine's packages alone.
 set -euo pipefail
+PYTHON="${PYTHON:-python}"
 cd "$(dirname "$0")/.."
 SITE=.whl/site
 mkdir -p "$SITE"
@@ -11,11 +12,11 @@ for wheel in .whl/*.whl; do
     [ -e "$wheel" ] || { echo "no wheels in .whl/: run benchmarks/gpu_wheels.sh first" >&2; exit 2; }
     dist=$(basename "$wheel" | cut -d- -f1)
     module=${MODULE[$dist]:-$dist}
-    if ! python -c "import $module" 2>/dev/null; then
-        python -m zipfile -e "$wheel" "$SITE"
+    if ! "$PYTHON" -c "import $module" 2>/dev/null; then
+        "$PYTHON" -m zipfile -e "$wheel" "$SITE"
         echo "unpacked $(basename "$wheel")"
     fi
 done
 export PYTHONPATH="$PWD/$SITE${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-exec python benchmarks/gpu_check.py "$@"
+exec "$PYTHON" benchmarks/gpu_check.py "$@"
