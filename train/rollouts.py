@@ -70,10 +70,12 @@ class GRPOBatches:
         self._sampler_step: int | None = None  # optimiser step whose weights the sampler holds
         self.timings: dict[str, float] = {}
         self._t_batches = 0.0
-        from frontload.train.runtime import current_runtime
+        from megatron.core import parallel_state
 
-        rt = current_runtime()
-        self.dp_rank, self.dp_size = rt.dp_rank, rt.dp_size
+        self.dp_rank, self.dp_size = 0, 1  # one process unless Megatron's groups say otherwise
+        if parallel_state.model_parallel_is_initialized():
+            self.dp_rank = parallel_state.get_data_parallel_rank()
+            self.dp_size = parallel_state.get_data_parallel_world_size()
 
     # -- sampling -------------------------------------------------------------------------
     def _rollout_seed(self, rl_step: int) -> int:
