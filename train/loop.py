@@ -228,13 +228,15 @@ def train_loop(
                 loss.backward()
                 loss_sum += loss.detach().to(torch.float64)
                 units += n.detach().to(torch.float64)
+                # A loss-function metric is a mean over the micro batch's loss units; weighting it by
+                # them makes the step's figure the mean over all units, however the batch was split.
+                weight = float(n) if metrics else 0.0
                 for k, v in metrics.items():
-                    extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
+                    extra_sums[k] = extra_sums.get(k, 0.0) + float(v) * weight
             tokens += mb["tokens"].numel()
             samples += mb["tokens"].shape[0]
             sources.extend(mb.get("source", []))
-        # One all-reduce for the step's sums; loss-function metrics are averaged over all micro
-        # batches of all ranks.
+        # One all-reduce for the step's sums.
         counts = _sum_over_dp(
             torch.tensor(
                 [loss_sum.item(), units.item(), tokens, samples, len(micro)],
@@ -271,7 +273,7 @@ def train_loop(
             "loss_units": total_units,
         }
         for k in sorted(extra_sums):
-            record[k] = extra_sums[k] / max(float(counts[4]), 1.0)
+            record[k] = extra_sums[k] / total_units if total_units > 0 else float("nan")
         if on_step is not None:
             record.update(on_step(state, record) or {})
         if state.step % config.log_every == 0 or state.step == config.steps:

@@ -291,6 +291,8 @@ def test_two_ranks_sample_score_and_update_like_one_rank(sft_checkpoint, rl_set,
         assert y["loss_units"] == x["loss_units"]
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-7)
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+        for key in ("clip_frac", "kl", "ratio_mean"):  # token means over the whole step, whatever the split
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-7), key
     w1 = torch.load(latest_checkpoint(one) / "model_tp0_pp0.pt", weights_only=True)
     w2 = torch.load(latest_checkpoint(two) / "model_tp0_pp0.pt", weights_only=True)
     # Adam's update is about lr * sign(grad) where a gradient is near zero, so float-order noise there
