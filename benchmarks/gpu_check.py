@@ -147,7 +147,8 @@ def plain_part(cfg, data, args, device, bf16: bool) -> dict:
 
     plain = plain_module()
     torch.manual_seed(0)
-    model = plain.PlainLlama(cfg).to(device)
+    with torch.device(device):  # initialised where it runs: a 1B model's init on the CPU takes seconds
+        model = plain.PlainLlama(cfg)
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
     accum = args.global_batch // args.micro_batch
