@@ -127,3 +127,14 @@ def test_tensor_and_pipeline_parallel_on_four_ranks(tmp_path, shard_sets, tiny_t
     ref, got = metrics(tmp_path / "one"), metrics(tmp_path / "both")
     assert [r["consumed_by_source"] for r in got] == [r["consumed_by_source"] for r in ref]
     assert all(abs(b["loss"] - a["loss"]) < 0.1 for a, b in zip(ref, got))
+
+
+def test_pipeline_refuses_a_loss_it_cannot_split_naming_the_way_out():
+    """The schedule runs the next-token loss; another loss (RL's) under pp > 1 is a clear error, not a hang."""
+    from frontload.core.errors import FrontloadError
+    from frontload.train.loop import LoopConfig, TrainState, train_loop
+    from frontload.train.model import ModelConfig
+
+    state = TrainState(model=None, model_config=ModelConfig(layers=2, pp=2), optimizer=None, phase="rl")
+    with pytest.raises(FrontloadError, match=r"pp = 2: .*pretrain, sft.*pp = 1"):
+        train_loop(state, None, lambda model, batch: None, LoopConfig(steps=1), run=None)
