@@ -70,6 +70,8 @@ class Block(nn.Module):
     def forward(self, x, cos, sin):
         b, s, h = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        # The RoPE tables are fp32; under bf16 autocast q and k are bf16 and must stay so.
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(a.transpose(1, 2).reshape(b, s, h))

@@ -41,7 +41,7 @@ from frontload.core.atomic import atomic_folder
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write_json
 from frontload.train import compat
-from frontload.train.model import ModelConfig, model_config_from_dict, unwrap
+from frontload.train.model import ModelConfig, model_config_from_dict, replace, unwrap
 
 CHECKPOINTS = "checkpoints"
 META = "meta.json"
@@ -75,6 +75,18 @@ def _ranks() -> tuple[int, int, int, int]:
         ps.get_pipeline_model_parallel_rank(),
         ps.get_data_parallel_rank(),
     )
+
+
+def _tp_size() -> int:
+    from megatron.core import parallel_state as ps
+
+    return ps.get_tensor_model_parallel_world_size() if ps.model_parallel_is_initialized() else 1
+
+
+def _pp_size() -> int:
+    from megatron.core import parallel_state as ps
+
+    return ps.get_pipeline_model_parallel_world_size() if ps.model_parallel_is_initialized() else 1
 
 
 def rng_state() -> dict[str, Any]:
@@ -304,12 +316,30 @@ def load_checkpoint(
     meta = read_meta(ckpt_dir)
     rank, tp, pp, _ = _ranks()
     weights = ckpt_dir / f"model_tp{tp}_pp{pp}.pt"
-    if not weights.is_file():
+    target = unwrap(model)
+    src_pp, pp_size = int(meta.get("pp") or 1), _pp_size()
+    if src_pp != pp_size and int(meta.get("tp") or 1) == _tp_size():
+        from frontload.train.pipeline import restage
+
+        # Another pipeline split: cut this stage's layers out of the checkpoint's stage files.
+        layers = int(meta["model"]["layers"])
+        keys = set(_model_state(target))
+        state = restage(
+            ckpt_dir,
+            tp=tp,
+            src_pp=src_pp,
+            layers=layers,
+            pp_rank=pp,
+            pp_size=pp_size,
+            keys=keys,
+            load=lambda name: _load(ckpt_dir, meta, name, map_location=compat.device()),
+        )
+    elif not weights.is_file():
         raise CheckpointError(
             f"{weights}: missing; the checkpoint was written with tp={meta.get('tp')} pp={meta.get('pp')}"
         )
-    state = _load(ckpt_dir, meta, weights.name, map_location=compat.device())
-    target = unwrap(model)
+    else:
+        state = _load(ckpt_dir, meta, weights.name, map_location=compat.device())
     missing, unexpected = target.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:
@@ -344,6 +374,8 @@ def load_model(ckpt_dir: str | os.PathLike, *, seed: int | None = None):
     # Eval and export also read the tokenizer copy: check it with the weights.
     verify_files(ckpt_dir, meta, [n for n in meta.get("sha256", {}) if n.startswith("tokenizer/")])
     cfg = model_config_from_dict(meta["model"], where=f"{Path(ckpt_dir) / META}: model")
+    # Sampling, evaluation and export run the whole model in one stage: a pipelined checkpoint is gathered.
+    cfg = replace(cfg, pp=1)
     init_distributed(tp=cfg.tp, pp=cfg.pp, seed=seed)
     model = cfg.build()
     load_checkpoint(ckpt_dir, model=model, load_rng=False)

@@ -14,6 +14,8 @@ Invariants:
   one on CPU (tested).
 * Loss functions return a *sum* and a unit count; the loop never averages per micro batch, so
   the gradient does not depend on how the global batch is split over ranks and micro batches.
+* With ``pp > 1`` the step's micro batches go through Megatron's pipeline schedule
+  (:mod:`frontload.train.pipeline`, next-token loss only) and every stage logs the last stage's figures.
 """
 
 from __future__ import annotations
@@ -150,17 +152,25 @@ def _sum_over_dp(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def _gather_sources(sources: list[str]) -> Counter:
+def _gather_over_dp(sources: list[str], extra_sums: dict[str, float]) -> tuple[Counter, dict[str, float]]:
+    """Samples per source and loss-function metric sums over all data-parallel ranks.
+
+    Objects, not one tensor: a rank may have had no micro batch this step (RL minibatches need not
+    touch every rank's rows), and then it knows none of the metric names.
+    """
     from megatron.core import parallel_state
 
     counts = Counter(sources)
     if dist.is_initialized() and parallel_state.get_data_parallel_world_size() > 1:
         gathered: list[Any] = [None] * parallel_state.get_data_parallel_world_size()
-        dist.all_gather_object(gathered, dict(counts), group=parallel_state.get_data_parallel_group_gloo())
-        counts = Counter()
-        for c in gathered:
+        mine = (dict(counts), extra_sums)
+        dist.all_gather_object(gathered, mine, group=parallel_state.get_data_parallel_group_gloo())
+        counts, extra_sums = Counter(), {}
+        for c, extra in gathered:
             counts.update(c)
-    return counts
+            for k, v in extra.items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + v
+    return counts, extra_sums
 
 
 def train_loop(
@@ -176,10 +186,11 @@ def train_loop(
     ``on_step(state, metrics)`` runs after each optimizer step and may return extra metric fields
     (RL adds rewards) that go into the same ``metrics`` event.
     """
-    if state.model_config.pp > 1:
+    pipelined = state.model_config.pp > 1
+    if pipelined and (loss_fn is not token_loss or state.optimizer.backend != "megatron"):
         raise FrontloadError(
-            f"pp = {state.model_config.pp}: this loop runs forward/backward without Megatron's pipeline "
-            "schedule; pipeline-parallel training is not supported yet (use tp or data parallel)"
+            f"pp = {state.model_config.pp}: pipeline-parallel training runs the next-token loss (pretrain, sft) "
+            "with Megatron's optimizer; train this phase with pp = 1 (tensor or data parallel)"
         )
     model = state.model
     opt = state.optimizer
@@ -206,38 +217,53 @@ def train_loop(
         t0 = time.perf_counter()
         micro = batches(state.step, state.consumed_samples)
         opt.zero_grad()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        units = torch.zeros((), dtype=torch.float64)
+        # On the device: a CUDA loss cannot be added into a CPU tensor, and NCCL reduces CUDA tensors only.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        units = torch.zeros((), dtype=torch.float64, device=device)
         extra_sums: dict[str, float] = {}
         tokens = 0
         samples = 0
         sources: list[str] = []
+        if pipelined:
+            from frontload.train.pipeline import pipeline_step
+
+            loss_sum, units = pipeline_step(model, micro, device)
         for mb in micro:
-            mb = to_device(mb, device)
-            loss, n, metrics = loss_fn(model, mb)
-            loss.backward()
-            loss_sum += loss.detach().to(torch.float64)
-            units += n.detach().to(torch.float64)
-            for k, v in metrics.items():
-                extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
+            if not pipelined:
+                mb = to_device(mb, device)
+                loss, n, metrics = loss_fn(model, mb)
+                loss.backward()
+                loss_sum += loss.detach().to(torch.float64)
+                units += n.detach().to(torch.float64)
+                # A loss-function metric is a mean over the micro batch's loss units; weighting it by
+                # them makes the step's figure the mean over all units, however the batch was split.
+                weight = float(n) if metrics else 0.0
+                for k, v in metrics.items():
+                    extra_sums[k] = extra_sums.get(k, 0.0) + float(v) * weight
             tokens += mb["tokens"].numel()
             samples += mb["tokens"].shape[0]
             sources.extend(mb.get("source", []))
-        # One all-reduce for the step's sums; loss-function metrics are averaged over all micro
-        # batches of all ranks (their keys are the same on every rank).
-        keys = sorted(extra_sums)
+        # One all-reduce for the step's sums.
         counts = _sum_over_dp(
             torch.tensor(
-                [loss_sum.item(), units.item(), tokens, samples, len(micro), *(extra_sums[k] for k in keys)],
+                [loss_sum.item(), units.item(), tokens, samples, len(micro)],
                 dtype=torch.float64,
+                device=device,
             )
         )
+        if pipelined:
+            from frontload.train.pipeline import broadcast_from_last_stage
+
+            # The loss lives on the last stage; every stage logs and counts the same figures.
+            counts = broadcast_from_last_stage(counts)
+        counts = counts.cpu()
         grad_norm = opt.step(units.to(torch.float32))
         opt.scheduler.step(1)
         state.step += 1
         sample_start = state.consumed_samples
         state.consumed_samples += int(counts[3])
-        for src, n in _gather_sources(sources).items():
+        by_source, extra_sums = _gather_over_dp(sources, extra_sums)
+        for src, n in by_source.items():
             state.consumed_by_source[src] = state.consumed_by_source.get(src, 0) + n
         elapsed = time.perf_counter() - t0
         total_units = float(counts[1])
@@ -253,8 +279,8 @@ def train_loop(
             "sample_start": sample_start,
             "loss_units": total_units,
         }
-        for i, k in enumerate(keys):
-            record[k] = float(counts[5 + i]) / max(float(counts[4]), 1.0)
+        for k in sorted(extra_sums):
+            record[k] = extra_sums[k] / total_units if total_units > 0 else float("nan")
         if on_step is not None:
             record.update(on_step(state, record) or {})
         if state.step % config.log_every == 0 or state.step == end:

@@ -119,7 +119,8 @@ class ModelConfig:
             # The fused kernels below need CUDA/apex; the unfused paths compute the same thing.
             bias_activation_fusion=False,
             bias_dropout_fusion=False,
-            masked_softmax_fusion=on_gpu,
+            # Megatron's fused softmax kernels ship with Transformer Engine or apex, not with megatron-core.
+            masked_softmax_fusion=on_gpu and has_transformer_engine(),
             persist_layer_norm=False,
             apply_rope_fusion=False,
             gradient_accumulation_fusion=False,
@@ -137,18 +138,16 @@ class ModelConfig:
         )
 
         compat.install()
-        spec = None
-        if compat.cuda_available():
-            try:
-                import transformer_engine  # noqa: F401
-
-                spec = get_gpt_layer_with_transformer_engine_spec()
-            except ImportError:
-                spec = None
-        if spec is None:
+        if compat.cuda_available() and has_transformer_engine():
+            spec = get_gpt_layer_with_transformer_engine_spec()
+        else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "Apex is not installed": expected on CPU
                 spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+            if compat.cuda_available():
+                # Megatron's local attention materialises the [s, s] score matrix per head; on a GPU
+                # without Transformer Engine, PyTorch's fused SDPA kernels do the same math in O(s).
+                spec.submodules.self_attention.submodules.core_attention = sdpa_attention_class()
         with compat.cuda_as_cpu():
             model = GPTModel(
                 config=self.transformer_config(),
@@ -162,6 +161,45 @@ class ModelConfig:
                 rotary_base=int(self.rope_base),
             )
         return model.to(compat.device())
+
+
+def has_transformer_engine() -> bool:
+    """True when Transformer Engine imports (its layer spec is then used on GPUs)."""
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sdpa_attention_class():
+    """Megatron's local ``DotProductAttention`` with training-time causal attention through PyTorch SDPA.
+
+    Same inputs and outputs (``[s, b, heads, head_dim]`` in, ``[s, b, hidden]`` out); the causal
+    square case (training, prefill) runs ``scaled_dot_product_attention(is_causal=True)`` (flash or
+    memory-efficient kernels on a GPU), anything else (KV-cache decoding, other masks) falls back to
+    Megatron's own path. Built lazily so importing this module does not import megatron.
+    """
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.transformer.enums import AttnMaskType
+
+    class SDPAttention(DotProductAttention):
+        def forward(self, query, key, value, attention_mask, attn_mask_type=None, **kwargs):
+            causal = (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal
+            plain = not kwargs.get("packed_seq_params") and kwargs.get("attention_bias") is None
+            plain = plain and self.softmax_offset is None and not self.config.apply_query_key_layer_scaling
+            dropout = self.attention_dropout.p if self.training else 0.0
+            if not (causal and plain and query.shape[0] == key.shape[0] and dropout == 0.0):
+                return super().forward(query, key, value, attention_mask, attn_mask_type, **kwargs)
+            # [s, b, n, d] -> [b, n, s, d]
+            q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.softmax_scale, enable_gqa=k.shape[1] != q.shape[1]
+            )
+            s, b = query.shape[0], query.shape[1]
+            return out.permute(2, 0, 1, 3).reshape(s, b, self.hidden_size_per_partition)
+
+    return SDPAttention
 
 
 def model_config_from_dict(d: dict[str, Any], where: str = "model") -> ModelConfig:

@@ -22,7 +22,9 @@ Invariants:
 * a verifier that raises or runs past its timeout gives that completion reward 0 and adds one to
   ``verifier_errors``; the run goes on;
 * a checkpoint holds the policy, optimiser, step, the reference fingerprint and the rollout RNG, so
-  a killed run resumed from it logs the same metrics as one that was never stopped.
+  a killed run resumed from it logs the same metrics as one that was never stopped;
+* under ``torchrun`` each data-parallel rank samples whole groups of its share of the step's prompts
+  with seeds that do not depend on the number of ranks, so N ranks log what one rank logs.
 """
 
 from __future__ import annotations
@@ -180,6 +182,27 @@ def _check_resumable(resumed: Path, config: RLConfig, parent: Path, *, ref_fp: s
         )
 
 
+def _check_ranks(config: RLConfig, model_config, rt) -> None:
+    """Rollouts are split over data-parallel ranks, whole groups per rank (see frontload.train.rollouts)."""
+    from frontload.core.config import ConfigError
+
+    if model_config.tp > 1:
+        raise FrontloadError(
+            f"tp = {model_config.tp}: RL splits its rollouts over data-parallel ranks only; "
+            "run it with a tp = 1 checkpoint (or in one process)"
+        )
+    if config.rollout_backend != "megatron":
+        raise ConfigError(
+            "rollout_backend",
+            f"{config.rollout_backend!r} runs in one process; with {rt.world_size} ranks use 'megatron'",
+        )
+    if config.prompts_per_step % rt.dp_size:
+        raise ConfigError(
+            "prompts_per_step",
+            f"{config.prompts_per_step} prompts do not split into whole groups over {rt.dp_size} ranks",
+        )
+
+
 def _policy_and_reference(config: RLConfig, model_config, parent: Path):
     """The policy and, when a KL term is asked for, a frozen copy of it as the reference; both from ``parent``."""
     from frontload.train.checkpoint import load_checkpoint
@@ -200,6 +223,7 @@ def rl(config: RLConfig) -> Path:
     from frontload.core.events import RunFolder
     from frontload.train.checkpoint import latest_checkpoint
     from frontload.train.loop import LoopConfig, TrainState, resolve_checkpoint, train_loop
+    from frontload.train.model import replace
     from frontload.train.optim import build_optimizer
     from frontload.train.runtime import init_distributed
 
@@ -211,9 +235,11 @@ def rl(config: RLConfig) -> Path:
     ref_fp = reference_fingerprint(parent)
     _check_prompts_fit(config, prompt_sets, tokenizer, model_config.seq_len)
 
-    rt = init_distributed(tp=model_config.tp, pp=model_config.pp, seed=config.seed)
+    # Sampling needs the whole model on a rank: a pipelined parent is gathered into one stage.
+    model_config = replace(model_config, pp=1)
+    rt = init_distributed(tp=model_config.tp, pp=1, seed=config.seed)
     if rt.world_size > 1:
-        raise FrontloadError("the RL phase runs in one process (rollouts are not split over ranks yet)")
+        _check_ranks(config, model_config, rt)
     U = config.updates_per_step
     total = config.steps * U
     model, reference = _policy_and_reference(config, model_config, parent)

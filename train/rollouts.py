@@ -5,6 +5,13 @@
 :mod:`frontload.train.sampling`, the same samplers evaluation uses), scores it with the rewards,
 turns it into padded training tensors with advantages and old-policy log-probs, and hands out its
 minibatches in a seeded order.
+
+Across data-parallel ranks each rank samples a contiguous share of the step's prompts, whole
+groups, so group-relative advantages need no exchange; completion ``k`` of prompt ``i`` draws
+from a stream seeded by the step and ``i``'s place among all the step's prompts, so one rank and
+several ranks sample the same completions. Rows are numbered globally (prompt-major), the
+minibatch order is drawn over all rows on every rank alike, and each rank trains on its own rows
+of each minibatch; the rollout statistics are computed from every rank's rewards.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ class Rollout:
     rewards: list[Reward]
     tensors: dict[str, Any]  # tokens, labels, loss_mask, position_ids, old_logprobs, ref_logprobs?, advantages
     lengths: list[int]  # real length (prompt + completion - 1) of each row's training sequence
-    train_rows: list[int]  # rows the optimiser steps use (zero-variance groups left out when skipping)
+    train_rows: list[int]  # global rows the optimiser steps use (zero-variance groups left out when skipping)
     stats: dict[str, float]
+    row_offset: int = 0  # global index of this rank's first row (its first prompt's index times the group size)
+    total_rows: int = 0  # rows of the whole step over all data-parallel ranks
 
 
 class GRPOBatches:
@@ -61,6 +70,12 @@ class GRPOBatches:
         self._sampler_step: int | None = None  # optimiser step whose weights the sampler holds
         self.timings: dict[str, float] = {}
         self._t_batches = 0.0
+        from megatron.core import parallel_state
+
+        self.dp_rank, self.dp_size = 0, 1  # one process unless Megatron's groups say otherwise
+        if parallel_state.model_parallel_is_initialized():
+            self.dp_rank = parallel_state.get_data_parallel_rank()
+            self.dp_size = parallel_state.get_data_parallel_world_size()
 
     # -- sampling -------------------------------------------------------------------------
     def _rollout_seed(self, rl_step: int) -> int:
@@ -68,7 +83,7 @@ class GRPOBatches:
 
         return int(fingerprint(self.config.seed, "rollout", rl_step), 16) % (2**31 - 1)
 
-    def _sample(self, texts: list[str], seed: int) -> tuple[list[Any], bool]:
+    def _sample(self, texts: list[str], seed: int, prompt_offset: int = 0) -> tuple[list[Any], bool]:
         """Completions (prompt-major) and whether their log-probs must be recomputed by the trainer."""
         import time
 
@@ -101,6 +116,7 @@ class GRPOBatches:
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             seed=seed,
+            prompt_offset=prompt_offset,
         )
         self.timings["generate_s"] += time.perf_counter() - t0
         return out, self.sampler.recompute_logprobs
@@ -136,8 +152,10 @@ class GRPOBatches:
         cfg = self.config
         P, G = cfg.prompts_per_step, cfg.group_size
         self.timings = {"generate_s": 0.0, "logprobs_s": 0.0, "sync_s": 0.0, "reward_s": 0.0}
-        chosen = [self.prompts[name][i] for name, i in self.order.indices((rl_step - 1) * P, P)]
-        completions, recompute = self._sample([p.prompt for p in chosen], self._rollout_seed(rl_step))
+        every = [self.prompts[name][i] for name, i in self.order.indices((rl_step - 1) * P, P)]
+        lo = self.dp_rank * P // self.dp_size
+        chosen = every[lo : (self.dp_rank + 1) * P // self.dp_size]  # this rank's whole groups
+        completions, recompute = self._sample([p.prompt for p in chosen], self._rollout_seed(rl_step), lo)
         t0 = time.perf_counter()
         errors_before = self.scorer.errors
         rewards = self.scorer.score_batch(
@@ -157,21 +175,36 @@ class GRPOBatches:
             t["ref_logprobs"] = self._forward_logprobs(self.reference, t) * mask
         self.timings["logprobs_s"] = time.perf_counter() - t0
 
-        rows = list(range(N))
+        # Every rank's rewards, in global row order: the statistics and the choice of training rows
+        # are then the same on all ranks and the same as one rank's.
+        shares = self._all_ranks(
+            {
+                "rewards": [r.reward for r in rewards],
+                "verdicts": [r.verdict for r in rewards],
+                "lengths": [len(c.token_ids) for c in completions],
+                "truncated": [c.finish_reason == "length" for c in completions],
+                "zero_var": [bool(z) for z in zero_var],
+                "errors": self.scorer.errors - errors_before,
+            }
+        )
+        every_reward = torch.tensor([x for sh in shares for x in sh["rewards"]], dtype=torch.float32)
+        every_zero_var = [z for sh in shares for z in sh["zero_var"]]
+        verdicts = [v for sh in shares for v in sh["verdicts"]]
+        comp_lens = [n for sh in shares for n in sh["lengths"]]
+        total = len(verdicts)
+        rows = list(range(total))
         if cfg.loss.skip_zero_variance:
-            kept = [i for i in rows if not bool(zero_var[i // G])]
+            kept = [i for i in rows if not every_zero_var[i // G]]
             rows = kept or rows  # every group flat: train on all (only the KL term moves the policy)
-        verdicts = [r.verdict for r in rewards]
-        comp_lens = [len(c.token_ids) for c in completions]
         stats = {
             "rl_step": rl_step,
-            "reward_mean": float(reward_t.mean()),
-            "reward_std": float(reward_t.std()) if N > 1 else 0.0,
-            "accuracy": verdicts.count("correct") / N,
-            "zero_variance_groups": int(zero_var.sum()),
-            "verifier_errors": self.scorer.errors - errors_before,
-            "completion_len_mean": sum(comp_lens) / N,
-            "truncated_frac": sum(c.finish_reason == "length" for c in completions) / N,
+            "reward_mean": float(every_reward.mean()),
+            "reward_std": float(every_reward.std()) if total > 1 else 0.0,
+            "accuracy": verdicts.count("correct") / total,
+            "zero_variance_groups": sum(every_zero_var),
+            "verifier_errors": sum(sh["errors"] for sh in shares),
+            "completion_len_mean": sum(comp_lens) / total,
+            "truncated_frac": sum(t for sh in shares for t in sh["truncated"]) / total,
             "trained_sequences": len(rows),
         }
         self._log(rl_step, chosen, completions, rewards, advantages)
@@ -184,6 +217,8 @@ class GRPOBatches:
             lengths=lengths,
             train_rows=rows,
             stats=stats,
+            row_offset=lo * G,
+            total_rows=total,
         )
 
     def _tensors(self, completions: list[Any], recompute: bool) -> tuple[dict[str, Any], list[int], Any]:
@@ -238,6 +273,17 @@ class GRPOBatches:
                 error=r.error,
             )
 
+    def _all_ranks(self, share: dict[str, Any]) -> list[dict[str, Any]]:
+        """``share`` of every data-parallel rank, in rank order (= global prompt order)."""
+        if self.dp_size == 1:
+            return [share]
+        import torch.distributed as dist
+        from megatron.core import parallel_state
+
+        out: list[Any] = [None] * self.dp_size
+        dist.all_gather_object(out, share, group=parallel_state.get_data_parallel_group_gloo())
+        return out
+
     # -- the loop's two hooks -------------------------------------------------------------
     def minibatch_rows(self, rollout: Rollout, update: int) -> list[int]:
         """Rows of optimiser step ``update`` (0 .. U-1) within a rollout: epoch-shuffled, split in minibatches."""
@@ -258,7 +304,9 @@ class GRPOBatches:
         if self.current is None or self.current.rl_step != rl_step:
             self.current = self.rollout(rl_step)
         r = self.current
-        rows = self.minibatch_rows(r, update)
+        local = range(r.row_offset, r.row_offset + len(r.completions))
+        # This rank's rows of the (global) minibatch; another rank may hold all of them, then none here.
+        rows = [j - r.row_offset for j in self.minibatch_rows(r, update) if j in local]
         t = r.tensors
         out = []
         mb = self.config.micro_batch
@@ -268,7 +316,7 @@ class GRPOBatches:
             sel = {k: v[idx] for k, v in t.items()}
             batch = {k: (v[:, :s] if v.dim() == 2 else v) for k, v in sel.items()}
             batch["source"] = [r.prompts[j // self.config.group_size].source or "rl" for j in idx]
-            batch["index"] = [(rl_step - 1) * len(r.completions) + j for j in idx]
+            batch["index"] = [(rl_step - 1) * r.total_rows + r.row_offset + j for j in idx]
             out.append(batch)
         self._t_batches = time.perf_counter()
         return out

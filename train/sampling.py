@@ -231,10 +231,13 @@ def generate(
     stop: Sequence[str] = (END,),
     batch_size: int = 64,
     progress: bool = False,
+    prompt_offset: int = 0,
 ) -> list[Completion]:
     """Sample ``n`` completions per prompt (prompt-major order) with the model's KV cache.
 
     A prompt is text (encoded with ``tokenizer``, no BOS added) or a list of token ids used as is.
+    ``prompt_offset`` is the index of ``prompts[0]`` in a larger list the caller split (over ranks):
+    each completion's stream follows its index in that list, so the split does not change a sample.
 
     ``temperature=0`` is greedy. Generation also stops at the tokenizer's EOD id and at the model's
     context length (``finish_reason="length"``). Prompts are batched ``batch_size`` rows at a time,
@@ -274,7 +277,7 @@ def generate(
             gens = []
             for r in chunk:
                 g = torch.Generator()
-                g.manual_seed(_sampling_seed(seed, *rows[r]))
+                g.manual_seed(_sampling_seed(seed, prompt_offset + rows[r][0], rows[r][1]))
                 gens.append(g)
             outs = _decode_batch(
                 bare,
@@ -339,7 +342,15 @@ class Sampler(Protocol):
     recompute_logprobs: bool  # whether its log-probs differ from the trainer's (a trainer recomputes them)
 
     def generate(
-        self, prompts: Sequence[str], *, n: int, max_new_tokens: int, temperature: float, top_p: float, seed: int
+        self,
+        prompts: Sequence[str],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        prompt_offset: int = 0,
     ) -> list[Completion]: ...
 
     def update_weights(self, model) -> float: ...
@@ -452,6 +463,7 @@ class VLLMSampler:
         top_p: float = 1.0,
         seed: int = 0,
         logprobs: bool = False,
+        prompt_offset: int = 0,
     ) -> list[Completion]:
         """``n`` completions per prompt, prompt-major, as :class:`Completion`.
 
@@ -474,7 +486,7 @@ class VLLMSampler:
                     temperature=temperature,
                     top_p=top_p,
                     max_tokens=min(max_new_tokens, context - len(ids)),
-                    seed=_vllm_seed(seed, i) if temperature > 0 else None,
+                    seed=_vllm_seed(seed, prompt_offset + i) if temperature > 0 else None,
                     stop_token_ids=self.stop_ids,
                     detokenize=False,
                     logprobs=0 if logprobs else None,

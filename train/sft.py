@@ -20,7 +20,7 @@ from pathlib import Path
 from frontload.core.config import ConfigError, as_dict
 from frontload.train.checkpoint import read_meta
 from frontload.train.loop import PhaseConfig, resolve_checkpoint, run_phase, token_loss
-from frontload.train.model import model_config_from_dict
+from frontload.train.model import model_config_from_dict, replace
 from frontload.train.optim import OptimConfig
 
 
@@ -34,10 +34,13 @@ class SFTConfig(PhaseConfig):
     """An SFT run: the phase settings; ``init_from`` (a pretraining checkpoint or run folder) is required."""
 
     optim: OptimConfig = field(default_factory=_sft_optim)  # AdamW and schedule (lower lr than pretraining)
+    pp: int | None = None  # pipeline stages for this phase; None = the parent checkpoint's
 
     def __post_init__(self) -> None:
         if self.init_from is None:
             raise ConfigError("init_from", "SFT starts from a pretraining checkpoint (or its run folder)")
+        if self.pp is not None and self.pp < 1:
+            raise ConfigError("pp", f"must be >= 1, got {self.pp}")
         super().__post_init__()
 
 
@@ -46,6 +49,9 @@ def sft(config: SFTConfig) -> Path:
     parent = resolve_checkpoint(config.init_from)
     meta = read_meta(parent)
     model_config = model_config_from_dict(meta["model"], where=f"{parent / 'meta.json'}: model")
+    if config.pp is not None:
+        # The shape stays the parent's; only the split over pipeline stages changes (weights are restaged).
+        model_config = replace(model_config, pp=config.pp)
     if config.tokenizer is None and (parent / "tokenizer").exists():
         config.tokenizer = str(parent / "tokenizer")
     return run_phase(config, phase="sft", model_config=model_config, config_dict=as_dict(config), loss_fn=token_loss)

@@ -85,3 +85,24 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     tokens = torch.randint(0, cfg.vocab_size, (1, cfg.seq_len))
     model.eval()
     assert torch.equal(forward(loaded, tokens), forward(model, tokens))
+
+
+def test_sdpa_attention_matches_megatrons_local_attention():
+    """On GPUs without Transformer Engine the model swaps in SDPA attention: same outputs and gradients."""
+    from frontload.train.model import sdpa_attention_class
+
+    init_distributed(seed=5)
+    cfg = ModelConfig(**TINY, kv_heads=1)  # grouped-query attention takes the enable_gqa path
+    model = cfg.build()
+    tokens = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    ref = forward(model, tokens, labels=tokens).sum()
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for layer in model.decoder.layers:
+        layer.self_attention.core_attention.__class__ = sdpa_attention_class()
+    out = forward(model, tokens, labels=tokens).sum()
+    out.backward()
+    assert out.item() == pytest.approx(ref.item(), rel=1e-5)
+    for a, p in zip(ref_grads, model.parameters()):
+        torch.testing.assert_close(p.grad, a, rtol=1e-4, atol=1e-6)
