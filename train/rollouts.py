@@ -167,7 +167,7 @@ class GRPOBatches:
 
         t, lengths, old = self._tensors(completions, recompute)
         t["advantages"] = advantages
-        mask, N = t["loss_mask"], len(completions)
+        mask = t["loss_mask"]
         t0 = time.perf_counter()
         # A vLLM sampler's numerics differ from the trainer's: the ratio's denominator is recomputed here.
         t["old_logprobs"] = self._forward_logprobs(self.state.model, t) * mask if recompute else old
