@@ -6,7 +6,7 @@ import json
 import pytest
 
 from frontload.core.errors import FrontloadError
-from frontload.train.rl import load_prompts
+from frontload.train.prompts import load_prompts
 
 
 def _row(i: int) -> str:
