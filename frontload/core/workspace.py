@@ -10,6 +10,7 @@
       shards/<corpus>[-sft]/<fp>/      Megatron .bin/.idx + manifest.json
       runs/<arm>/<phase>/<fp>/         a training run folder (config.json, events/, checkpoints/)
       runs/<arm>/eval-<phase>/<fp>/    the evaluation after that phase
+      teachers/<name>/<fp>/            a study teacher: pretrain/ and sft/ run folders, export/ (Hugging Face)
       mix/<arm>/<phase>/plan.json      mix plans written by ``frontload mix plan``
       frontload.duckdb                 the store (only analysis writes it)
       report/                          tables and plots
@@ -36,6 +37,7 @@ RUN_LEVELS: tuple[str, ...] = ("arm", "phase")
 # Folders of data outputs: <kind folder>/<name>/<fingerprint>/ (the tokenizer has no name level).
 DATA_DIRS = {"task": "tasks", "corpus": "corpora", "shards": "shards"}
 TOKENIZER_DIR = "tokenizer"
+TEACHERS_DIR = "teachers"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,10 @@ class Workspace:
 
     def shards(self, name: str, fp: str, *, sft: bool = False) -> Path:
         return self.root / DATA_DIRS["shards"] / (f"{name}-sft" if sft else name) / fp
+
+    def teacher(self, name: str, fp: str) -> Path:
+        """The folder of a study teacher: its training run folders and its ``export/``."""
+        return self.root / TEACHERS_DIR / name / fp
 
     def run(self, arm: str, phase: str, fp: str) -> Path:
         """The run folder of a training phase of an arm."""
