@@ -4,13 +4,14 @@ The fast tests check the plan (teacher -> generated corpus -> shards -> the arm 
 reruns when the teacher changes, and the load-time errors; the ``vllm`` test runs the chain for real.
 """
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from frontload.core.errors import FrontloadError
-from frontload.runner import DONE, build_plan, run_study
+from frontload.runner import DONE, build_plan, run_step, run_study
 from frontload.study_file import load_study
 
 STUDY = Path(__file__).with_name("teacher_study.toml")
@@ -93,14 +94,14 @@ def test_a_killed_teacher_resumes_in_its_folder(tmp_path):
         ),
         (
             lambda t: t.replace(
-                "sft = { samples = 64, blend = { gold = 1.0 } }", "sft = { samples = 64, blend = { gld = 1.0 } }"
+                "sft = { samples = 32, blend = { gold = 1.0 } }", "sft = { samples = 32, blend = { gld = 1.0 } }"
             ),
             r"\[teachers\.tutor\]\.sft\.blend\.gld: unknown corpus 'gld'",
         ),
         (
             lambda t: t.replace(
-                "pretrain = [ { samples = 64, blend = { gold = 1.0 } } ]",
-                "pretrain = [ { samples = 64, blend = { gold = 0.5, problems_for_teacher = 0.5 } } ]",
+                "pretrain = [ { samples = 48, blend = { gold = 1.0 } } ]",
+                "pretrain = [ { samples = 48, blend = { gold = 0.5, problems_for_teacher = 0.5 } } ]",
             ),
             r"\[teachers\.tutor\]: is trained on its own output \(a cycle: teacher 'tutor' <- corpus "
             r"'problems_for_teacher' <- teacher 'tutor'\)",
@@ -140,10 +141,49 @@ pretrain = [ { samples = 16, blend = { problems_for_teacher = 1.0 } } ]
 
     def edit(t):
         t = t.replace(
-            "pretrain = [ { samples = 64, blend = { gold = 1.0 } } ]",
-            "pretrain = [ { samples = 64, blend = { gold = 1.0, second_gen = 1.0 } } ]",
+            "pretrain = [ { samples = 48, blend = { gold = 1.0 } } ]",
+            "pretrain = [ { samples = 48, blend = { gold = 1.0, second_gen = 1.0 } } ]",
         )
         return t + extra
 
     with pytest.raises(FrontloadError, match=r"\[teachers\.(tutor|second)\]: is trained on its own output"):
         _study(tmp_path, edit)
+
+
+def _ancestors(plan, step_id: str) -> list:
+    need, todo = set(), [step_id]
+    while todo:
+        s = todo.pop()
+        if s not in need:
+            need.add(s)
+            todo.extend(plan[s].deps)
+    return [s for s in plan.ordered() if s.id in need]
+
+
+@pytest.mark.vllm
+def test_teacher_trains_exports_and_its_rollouts_are_verified_filtered_and_accounted(tmp_path):
+    pytest.importorskip("vllm")
+    study = _study(tmp_path)
+    plan = build_plan(study)
+    for step in _ancestors(plan, "corpus:problems_for_teacher"):
+        run_step(step)
+    teacher = plan["teacher:tutor"]
+    export = teacher.output / "export"
+    assert (teacher.output / DONE).read_text().strip() == str(export)
+    assert json.loads((export / "config.json").read_text())["max_position_embeddings"] == 128
+
+    corpus = plan["corpus:problems_for_teacher"].output
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    acc = manifest["account"]
+    assert acc["in"] == 12 * 2  # problems x rollouts, all scored
+    assert acc["in"] == acc["kept"] + sum(acc["dropped"].values()) and acc["kept"] > 0
+    kept = [json.loads(x) for f in sorted((corpus / "data").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    assert len(kept) == acc["kept"]
+    for r in kept:
+        md = r["metadata"]
+        assert md["teacher"]["model"] == str(export.resolve()) and md["teacher"]["backend"] == "vllm"
+        assert md["verify_v1"] in ("correct", "wrong", "unparseable") and 0.0 <= md["pass_rate_v1"] <= 1.0
+        assert md["trace"] and md["completion"] and r["text"].endswith(md["response"])
+    # The rerun reuses the teacher and the corpus.
+    assert build_plan(study)["teacher:tutor"].status() == "reuse"
+    assert build_plan(study)["corpus:problems_for_teacher"].status() == "reuse"
