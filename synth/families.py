@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
 
+from frontload.synth.chains import gen_chain_add, gen_chain_mixed, gen_chain_vars
+
 Gen = Callable[[random.Random, int, bool, int], tuple[str, str, list[str]]]
 
 NAMES = (
@@ -905,6 +907,13 @@ FAMILIES: dict[str, Family] = {
             "sequence",
             "next term of arithmetic, geometric, quadratic, interleaved or Fibonacci-like sequences",
             gen_sequence,
+        ),
+        Family(
+            "chain_add", "chains of single-digit additions and subtractions mod 10, one line per step", gen_chain_add
+        ),
+        Family("chain_mixed", "chains of single-digit +, - and × mod 10, one line per step", gen_chain_mixed),
+        Family(
+            "chain_vars", "variables each defined from an earlier one by a single-digit step mod 10", gen_chain_vars
         ),
     )
 }
