@@ -160,7 +160,11 @@ def corpus_action(plan: StudyPlan, name: str, corpus: CorpusSection):
             resolved = {}
             if teacher is not None:
                 seq_len = model_config(study, teacher=teacher).seq_len
-                resolved = {"teacher_model": str(teacher_export(plan, teacher)), "seq_len": seq_len}
+                resolved = {
+                    "teacher_model": str(teacher_export(plan, teacher)),
+                    "teacher_id": f"teacher:{teacher}@{plan[f'teacher:{teacher}'].fingerprint}",
+                    "seq_len": seq_len,
+                }
             generate_traces(current, nxt, generate_config(corpus, where, **resolved))
             current = nxt
         if corpus.filters:

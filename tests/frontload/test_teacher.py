@@ -181,7 +181,8 @@ def test_teacher_trains_exports_and_its_rollouts_are_verified_filtered_and_accou
     assert len(kept) == acc["kept"]
     for r in kept:
         md = r["metadata"]
-        assert md["teacher"]["model"] == str(export.resolve()) and md["teacher"]["backend"] == "vllm"
+        # Records cite the teacher by name and fingerprint, never by a workspace path.
+        assert md["teacher"]["model"] == f"teacher:tutor@{teacher.fingerprint}" and md["teacher"]["backend"] == "vllm"
         assert md["verify_v1"] in ("correct", "wrong", "unparseable") and 0.0 <= md["pass_rate_v1"] <= 1.0
         assert md["trace"] and md["completion"] and r["text"].endswith(md["response"])
     # The rerun reuses the teacher and the corpus.
