@@ -305,7 +305,6 @@ def teacher_action(plan: StudyPlan, name: str):
     def action(out: Path) -> Path:
         from frontload.corpus.tokenizer import load_tokenizer
         from frontload.study_file import model_config, phase_config
-        from frontload.train.export import export_hf
         from frontload.train.pretrain import pretrain
         from frontload.train.sft import sft
 
@@ -336,10 +335,34 @@ def teacher_action(plan: StudyPlan, name: str):
                 init_from=str(ckpt),
             )
             ckpt = sft(cfg)
-        # A kill between the export and DONE leaves a complete export; replacing it is the same bytes.
-        return export_hf(ckpt, out / TEACHER_EXPORT, overwrite=True)
+        return _export_teacher(ckpt, out / TEACHER_EXPORT)
 
     return action
+
+
+def _export_teacher(ckpt: Path, out: Path) -> Path:
+    """Export on one rank: under ``torchrun`` every rank loads (the checkpoint load is collective), rank 0 writes."""
+    import torch.distributed as dist
+
+    from frontload.train.export import export_hf
+
+    # A kill between the export and DONE leaves a complete export; replacing it writes the same bytes.
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return export_hf(ckpt, out, overwrite=True)
+    from frontload.train.checkpoint import load_model
+    from frontload.train.export import export_model
+
+    model, config, meta = load_model(ckpt)
+    if dist.get_rank() == 0:
+        info = {
+            "checkpoint": str(ckpt),
+            "phase": meta.get("phase"),
+            "step": meta.get("step"),
+            "model": as_dict(config),
+        }
+        export_model(model, config, Path(ckpt) / "tokenizer", out, info, overwrite=True)
+    dist.barrier()
+    return out
 
 
 def teacher_export(plan: StudyPlan, name: str) -> Path:
