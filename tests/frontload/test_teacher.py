@@ -79,6 +79,20 @@ def test_a_changed_teacher_reruns_itself_and_what_its_corpus_feeds_only(tmp_path
     assert plan["corpus:problems_for_teacher"].fingerprint != first["corpus:problems_for_teacher"].fingerprint
 
 
+def test_slurm_scripts_train_the_teacher_on_a_gpu_node_before_its_corpus(tmp_path):
+    from frontload.jobs import write_job_scripts
+
+    study = _study(tmp_path)
+    write_job_scripts(study, executor="slurm", submit=False)
+    jobs = tmp_path / "ws" / "jobs"
+    teacher = (jobs / next(p.name for p in jobs.glob("*.sbatch") if "teacher-tutor" in p.name)).read_text()
+    assert "torchrun" in teacher and "--only teacher:tutor" in teacher
+    submit = (jobs / "submit.sh").read_text().splitlines()
+    corpus_line = next(line for line in submit if "corpus-problems_for_teacher" in line)
+    teacher_var = next(line for line in submit if "teacher-tutor" in line).split("=", 1)[0]
+    assert "--dependency=afterok:" in corpus_line and f"${teacher_var}" in corpus_line
+
+
 def test_a_killed_teacher_resumes_in_its_folder(tmp_path):
     step = build_plan(_study(tmp_path))["teacher:tutor"]
     (step.output / "pretrain").mkdir(parents=True)
