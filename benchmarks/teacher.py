@@ -39,10 +39,10 @@ train_on = ["gold"]
 vocab_size = 512
 
 [corpora.gold]
-source = {{ kind = "generators", families = {families}, n = {gold}, difficulty = [1, {max_d}], seed = 11 }}
+source = {{ kind = "generators", families = {families}, n = {gold}, difficulty = [1, {max_d}], seed = 11{templates} }}
 
 [corpora.distilled]
-source = {{ kind = "generators", families = {families}, n = {problems}, difficulty = [1, {max_d}], seed = 21 }}
+source = {{ kind = "generators", families = {families}, n = {problems}, difficulty = [1, {max_d}], seed = 21{templates} }}
 generate = {{ model = "teacher:tutor", rollouts = {rollouts}, max_tokens = {max_tokens}, temperature = {temperature}, \
 vllm_args = {{ dtype = "float32" }} }}
 filters = {{ dedup = ["exact"] }}
@@ -109,6 +109,7 @@ def main() -> int:
     p.add_argument("--out", default="/tmp/frontload-teacher-bench")
     p.add_argument("--families", default="chain_add,chain_mixed")
     p.add_argument("--max-difficulty", type=int, default=3)
+    p.add_argument("--templates", type=int, default=None, help="surface forms per family (default: all)")
     p.add_argument("--gold", type=int, default=2500)
     p.add_argument("--problems", type=int, default=2000)
     p.add_argument("--rollouts", type=int, default=4)
@@ -136,6 +137,7 @@ def main() -> int:
         ws=out / "ws",
         families=families,
         max_d=a.max_difficulty,
+        templates=f", templates = {a.templates}" if a.templates else "",
         gold=a.gold,
         problems=a.problems,
         rollouts=a.rollouts,
