@@ -37,7 +37,7 @@ from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint
 from frontload.corpus.mix import MixStage
 from frontload.steps import DONE, Step, StudyPlan
-from frontload.study_file import ArmSection, Study
+from frontload.study_file import ArmSection, Study, teacher_of
 
 __all__ = ["DONE", "Step", "StudyPlan", "build_plan", "format_plan", "print_mix_plans", "run_step", "run_study"]
 
@@ -61,6 +61,7 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
     task_ids = _add_tasks(plan)
     _add_corpora(plan, task_ids)
     _add_tokenizer(plan)
+    _add_teachers(plan, task_ids)  # after the tokenizer they train with; adds the corpora they generate
     plan.prefixes, plan.notes = plan_prefixes(study)
     # Groups are listed outer before inner, so an arm ends up with its innermost group.
     branch_of = {arm: group for group in plan.prefixes for arm in group.arms}
@@ -90,22 +91,79 @@ def _add_tasks(plan: StudyPlan) -> list[str]:
 
 
 def _add_corpora(plan: StudyPlan, task_ids: list[str]) -> None:
+    for name, corpus in plan.study.corpora.items():
+        if teacher_of(corpus) is None:  # a teacher's corpora follow the teacher (_add_teachers)
+            _add_corpus(plan, name, task_ids)
+
+
+def _add_corpus(plan: StudyPlan, name: str, task_ids: list[str]) -> None:
     study = plan.study
-    for name, corpus in study.corpora.items():
-        env = _environment_fingerprint() if corpus.source.kind == "packaged_text" else None
-        decontam = bool(corpus.filters and corpus.filters.get("decontaminate"))
-        task_fps = [plan[t].fingerprint for t in task_ids] if decontam else []
-        fp = fingerprint("corpus", as_dict(corpus), study.study.seed, env, task_fps)
-        plan.add(
-            Step(
-                id=f"corpus:{name}",
-                kind="corpus",
-                fingerprint=fp,
-                output=plan.layout.corpus(name, fp),
-                deps=task_ids if decontam else [],
-                action=S.corpus_action(plan, name, corpus),
-            )
+    corpus = study.corpora[name]
+    env = _environment_fingerprint() if corpus.source.kind == "packaged_text" else None
+    decontam = bool(corpus.filters and corpus.filters.get("decontaminate"))
+    task_fps = [plan[t].fingerprint for t in task_ids] if decontam else []
+    teacher = teacher_of(corpus)
+    # A corpus sampled from a study teacher is keyed by what the teacher is, not where its export lies.
+    teacher_fp = [plan[f"teacher:{teacher}"].fingerprint] if teacher else []
+    fp = fingerprint("corpus", as_dict(corpus), study.study.seed, env, task_fps, *teacher_fp)
+    plan.add(
+        Step(
+            id=f"corpus:{name}",
+            kind="corpus",
+            fingerprint=fp,
+            output=plan.layout.corpus(name, fp),
+            deps=[*(task_ids if decontam else []), *([f"teacher:{teacher}"] if teacher else [])],
+            action=S.corpus_action(plan, name, corpus),
         )
+    )
+
+
+def _add_teachers(plan: StudyPlan, task_ids: list[str]) -> None:
+    """Each teacher once its training corpora exist, then the corpora it generates, in dependency order.
+
+    A teacher may train on another teacher's corpus; the study loader refused cycles, so every round
+    adds at least one teacher until all are planned.
+    """
+    study = plan.study
+    waiting = dict(study.teachers)
+    while waiting:
+        ready = [n for n, t in waiting.items() if all(f"corpus:{c}" in plan.steps for c in t.corpora)]
+        for name in ready:
+            _add_teacher(plan, name)
+            del waiting[name]
+            for cname, corpus in study.corpora.items():
+                if teacher_of(corpus) == name:
+                    _add_corpus(plan, cname, task_ids)
+        if not ready:
+            raise FrontloadError(f"teachers {sorted(waiting)} depend on each other's corpora (a cycle)")
+
+
+def _add_teacher(plan: StudyPlan, name: str) -> Step:
+    study, teacher = plan.study, plan.study.teachers[name]
+    pre = sorted({_add_shards(plan, src, False) for st in teacher.pretrain for src in st.weights})
+    sft = sorted({_add_shards(plan, src, True) for src in teacher.sft.weights}) if teacher.sft else []
+    seed = teacher.seed if teacher.seed is not None else study.study.seed
+    fp = fingerprint(
+        "teacher",
+        as_dict(teacher),
+        study.model,
+        study.pretrain,
+        study.sft,
+        [plan[s].fingerprint for s in [*pre, *sft]],
+        seed,
+    )
+    return plan.add(
+        Step(
+            id=f"teacher:{name}",
+            kind="teacher",
+            fingerprint=fp,
+            output=plan.layout.teacher(name, fp),
+            deps=[*pre, *sft],
+            atomic=False,  # trains in place and resumes from its checkpoints, like an arm's phases
+            resources="gpu",
+            action=S.teacher_action(plan, name),
+        )
+    )
 
 
 def _add_tokenizer(plan: StudyPlan) -> None:
@@ -516,7 +574,8 @@ def print_mix_plans(study: Study, arms: list[str] | None = None, out: Path | Non
     if arms and len(chosen) != len(arms):
         raise FrontloadError(f"unknown arm in {arms} (arms: {[a.name for a in study.arms]})")
     for step in plan.ordered():
-        if step.kind in DATA_KINDS and not step.done():
+        # A corpus generated by a study teacher needs the teacher trained and exported first.
+        if (step.kind in DATA_KINDS or step.kind == "teacher") and not step.done():
             print(f"building {step.id} ...", flush=True)
             run_step(step)
     seq_len = int(study.model.get("seq_len", 64))

@@ -22,14 +22,15 @@ if TYPE_CHECKING:
 
 DONE = "DONE"  # a training step's completion file: names its final checkpoint
 PARTIAL = ".partial"  # a data step builds into <output>.partial, renamed into place when complete
+TEACHER_EXPORT = "export"  # a teacher step's Hugging Face folder, inside its output folder
 
 
 @dataclass(kw_only=True)
 class Step:
     """One unit of work of a study, complete or absent."""
 
-    id: str  # e.g. "shards:web", "pretrain:baseline:s1", "eval:front_loaded:sft:s1"
-    kind: str  # corpus, tokenizer, shards, task, pretrain, sft, rl, eval
+    id: str  # e.g. "shards:web", "teacher:tutor", "pretrain:baseline:s1", "eval:front_loaded:sft:s1"
+    kind: str  # corpus, tokenizer, shards, task, teacher, pretrain, sft, rl, eval
     fingerprint: str
     output: Path
     deps: list[str] = field(default_factory=list)
@@ -159,10 +160,20 @@ def corpus_action(plan: StudyPlan, name: str, corpus: CorpusSection):
         current = first
         where = f"{study.path}: [corpora.{name}]"
         if corpus.generate:
+            from frontload.study_file import model_config, teacher_of
             from frontload.synth.generate import generate_traces
 
             nxt = out / "_traces" if corpus.filters else out
-            generate_traces(current, nxt, generate_config(corpus, where))
+            teacher = teacher_of(corpus)
+            resolved = {}
+            if teacher is not None:
+                seq_len = model_config(study, teacher=teacher).seq_len
+                resolved = {
+                    "teacher_model": str(teacher_export(plan, teacher)),
+                    "teacher_id": f"teacher:{teacher}@{plan[f'teacher:{teacher}'].fingerprint}",
+                    "seq_len": seq_len,
+                }
+            generate_traces(current, nxt, generate_config(corpus, where, **resolved))
             current = nxt
         if corpus.filters:
             from frontload.filters.pipeline import run_filters
@@ -322,6 +333,83 @@ def rl_action(plan: StudyPlan, arm: ArmSection, seed: int, parent: Step):
         return rl(cfg)
 
     return action
+
+
+def teacher_action(plan: StudyPlan, name: str):
+    """Train a study teacher (short pretraining, then SFT) with frontload's own phases and export it.
+
+    The run folders ``pretrain/`` and ``sft/`` resume from their checkpoints, so a killed teacher
+    continues where it stopped; the export (Hugging Face format, what vLLM serves) is ``export/``.
+    """
+    study = plan.study
+    teacher = study.teachers[name]
+
+    def action(out: Path) -> Path:
+        from frontload.corpus.tokenizer import load_tokenizer
+        from frontload.study_file import model_config, phase_config
+        from frontload.train.pretrain import pretrain
+        from frontload.train.sft import sft
+
+        seed = teacher.seed if teacher.seed is not None else study.study.seed
+        tok_dir = plan["tokenizer"].output
+        sources = sorted({s for st in teacher.pretrain for s in st.weights})
+        cfg = phase_config(
+            study,
+            "pretrain",
+            teacher=name,
+            run_dir=str(out / "pretrain"),
+            shards=shard_dirs(plan, sources),
+            mix=mix_schedule(study, "pretrain", teacher.pretrain),
+            tokenizer=str(tok_dir),
+            seed=seed,
+            model=model_config(study, load_tokenizer(tok_dir).vocab_size, teacher=name),
+        )
+        ckpt = pretrain(cfg)
+        if teacher.sft is not None:
+            cfg = phase_config(
+                study,
+                "sft",
+                teacher=name,
+                run_dir=str(out / "sft"),
+                shards=shard_dirs(plan, teacher.sft.weights, sft=True),
+                mix=mix_schedule(study, "sft", [teacher.sft]),
+                seed=seed,
+                init_from=str(ckpt),
+            )
+            ckpt = sft(cfg)
+        return _export_teacher(ckpt, out / TEACHER_EXPORT)
+
+    return action
+
+
+def _export_teacher(ckpt: Path, out: Path) -> Path:
+    """Export on one rank: under ``torchrun`` every rank loads (the checkpoint load is collective), rank 0 writes."""
+    import torch.distributed as dist
+
+    from frontload.train.export import export_hf
+
+    # A kill between the export and DONE leaves a complete export; replacing it writes the same bytes.
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return export_hf(ckpt, out, overwrite=True)
+    from frontload.train.checkpoint import load_model
+    from frontload.train.export import export_model
+
+    model, config, meta = load_model(ckpt)
+    if dist.get_rank() == 0:
+        info = {
+            "checkpoint": str(ckpt),
+            "phase": meta.get("phase"),
+            "step": meta.get("step"),
+            "model": as_dict(config),
+        }
+        export_model(model, config, Path(ckpt) / "tokenizer", out, info, overwrite=True)
+    dist.barrier()
+    return out
+
+
+def teacher_export(plan: StudyPlan, name: str) -> Path:
+    """The Hugging Face folder of a study teacher (what ``teacher:NAME`` resolves to)."""
+    return plan[f"teacher:{name}"].output / TEACHER_EXPORT
 
 
 def eval_action(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step):

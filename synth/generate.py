@@ -54,6 +54,7 @@ class GenerateConfig:
     """How to sample teacher traces; exactly one of ``model`` and ``endpoint`` (or ``server="dummy"``)."""
 
     model: str | None = None  # local model folder (Hugging Face format) that the pipeline serves with vLLM
+    model_id: str | None = None  # vllm: the name requests and records give the model (default: the folder's path)
     endpoint: str | None = None  # URL of a running OpenAI-compatible server, e.g. http://localhost:8000
     served_model_name: str | None = None  # model name sent to the endpoint; default: the first it lists
     server: Literal["auto", "vllm", "endpoint", "dummy"] = "auto"  # auto = vllm with model, endpoint with endpoint
@@ -110,7 +111,7 @@ class GenerateConfig:
     def teacher_model(self) -> str:
         """The model name requests carry (and records cite)."""
         if self.server == "vllm":
-            return str(Path(self.model).resolve())
+            return self.model_id or str(Path(self.model).resolve())
         if self.server == "dummy":
             return self.model or "dummy"
         return self.served_model_name or ""
@@ -432,7 +433,8 @@ def _inference_config(cfg: GenerateConfig, out_dir: Path):
     if cfg.server == "vllm":
         kwargs = {
             "server_script": str(Path(__file__).with_name("vllm_launch.py")),
-            "model": cfg.teacher_model,
+            "model": str(Path(cfg.model).resolve()),
+            **({"served-model-name": cfg.model_id} if cfg.model_id else {}),
             "max-model-len": cfg.max_model_len,
             "disable-uvicorn-access-log": True,
             **({"enforce-eager": True} if cfg.enforce_eager else {}),
@@ -475,11 +477,16 @@ def _teacher(cfg: GenerateConfig) -> dict[str, Any]:
 
 
 def _run_fingerprint(cfg: GenerateConfig, problems_fp: str) -> str:
-    semantic = {
-        k: v
-        for k, v in as_dict(cfg).items()
-        if k not in ("concurrency", "request_timeout", "server_start_timeout", "check_prompts")
-    }
+    # A model_id names the model's content (a study teacher's fingerprint), so the folder's path, which
+    # differs between workspaces, stays out of the fingerprint and out of the records.
+    skip = (
+        "concurrency",
+        "request_timeout",
+        "server_start_timeout",
+        "check_prompts",
+        *(("model",) if cfg.model_id else ()),
+    )
+    semantic = {k: v for k, v in as_dict(cfg).items() if k not in skip}
     return fingerprint("synth.traces", semantic, problems_fp)
 
 

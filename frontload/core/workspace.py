@@ -11,6 +11,7 @@
       runs/<arm>/seed-<s>/<phase>/<fp>/        a training run folder (config.json, events/, checkpoints/)
       runs/<arm>/seed-<s>/eval-<phase>/<fp>/   the evaluation after that phase
       runs/_shared/seed-<s>/pretrain/<fp>/     a pretraining prefix several arms share (they branch from it)
+      teachers/<name>/<fp>/                    a study teacher: pretrain/ and sft/ run folders, export/ (Hugging Face)
       mix/<arm>/<phase>/plan.json      mix plans written by ``frontload mix plan``
       frontload.duckdb                 the store (only analysis writes it)
       report/                          tables and plots
@@ -42,6 +43,7 @@ RUN_LEVELS: tuple[str, ...] = ("arm", "seed", "phase")
 # Folders of data outputs: <kind folder>/<name>/<fingerprint>/ (the tokenizer has no name level).
 DATA_DIRS = {"task": "tasks", "corpus": "corpora", "shards": "shards"}
 TOKENIZER_DIR = "tokenizer"
+TEACHERS_DIR = "teachers"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class Workspace:
 
     def shards(self, name: str, fp: str, *, sft: bool = False) -> Path:
         return self.root / DATA_DIRS["shards"] / (f"{name}-sft" if sft else name) / fp
+
+    def teacher(self, name: str, fp: str) -> Path:
+        """The folder of a study teacher: its training run folders and its ``export/``."""
+        return self.root / TEACHERS_DIR / name / fp
 
     def run(self, arm: str, phase: str, fp: str, *, seed: int) -> Path:
         """The run folder of a training phase of an arm, for one seed."""

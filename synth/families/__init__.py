@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from frontload.synth.chains import gen_chain_add, gen_chain_mixed, gen_chain_vars
 from frontload.synth.families.common import NAMES, Gen, fmt_number
 from frontload.synth.families.numbers import (
     gen_arithmetic,
@@ -64,5 +65,12 @@ FAMILIES: dict[str, Family] = {
             "next term of arithmetic, geometric, quadratic, interleaved or Fibonacci-like sequences",
             gen_sequence,
         ),
+        Family(
+            "chain_add",
+            "chains of single-digit additions and subtractions within 0..9, one line per step",
+            gen_chain_add,
+        ),
+        Family("chain_mixed", "chains of single-digit +, - and × mod 10, one line per step", gen_chain_mixed),
+        Family("chain_vars", "variables each defined from an earlier one by a single-digit step", gen_chain_vars),
     )
 }
