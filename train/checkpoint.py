@@ -319,8 +319,6 @@ def load_checkpoint(
     target = unwrap(model)
     src_pp, pp_size = int(meta.get("pp") or 1), _pp_size()
     if src_pp != pp_size and int(meta.get("tp") or 1) == _tp_size():
-        from frontload.train.pipeline import restage
-
         # Another pipeline split: cut this stage's layers out of the checkpoint's stage files.
         layers = int(meta["model"]["layers"])
         keys = set(_model_state(target))
@@ -389,3 +387,49 @@ def tokenizer_path(ckpt_dir: str | os.PathLike) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint holds no tokenizer copy")
     return path
+
+
+# A decoder layer's state-dict key: its index within the stage and the rest of the key.
+_LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.*)$")
+
+
+def restage(
+    ckpt_dir: str | Path,
+    *,
+    tp: int,
+    src_pp: int,
+    layers: int,
+    pp_rank: int,
+    pp_size: int,
+    keys: set[str],
+    load,
+) -> dict[str, torch.Tensor]:
+    """Stage ``pp_rank`` of ``pp_size`` cut from a checkpoint's ``src_pp`` stage files (tensor-parallel rank ``tp``).
+
+    ``load(name)`` reads one file of the checkpoint (the checkpoint module passes its checksum-checked
+    reader); ``keys`` are the state-dict keys of the target stage; layer ``i`` of stage ``p`` is global layer
+    ``p * layers / pp`` + ``i`` (Megatron's even split). A tied output layer on a last stage that holds
+    no embedding takes the first stage's embedding, as Megatron's embedding group keeps them equal.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    merged: dict[str, torch.Tensor] = {}
+    for p in range(src_pp):
+        path = ckpt_dir / f"model_tp{tp}_pp{p}.pt"
+        if not path.is_file():
+            raise FrontloadError(f"{path}: missing; the checkpoint's pipeline stages are incomplete")
+        stage = load(path.name)
+        for key, value in stage.items():
+            m = _LAYER.match(key)
+            if m:
+                key = f"decoder.layers.{p * layers // src_pp + int(m.group(1))}.{m.group(2)}"
+            merged.setdefault(key, value)
+    first = pp_rank * layers // pp_size
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        m = _LAYER.match(key)
+        source = f"decoder.layers.{first + int(m.group(1))}.{m.group(2)}" if m else key
+        if source not in merged and key == "output_layer.weight":
+            source = "embedding.word_embeddings.weight"
+        if source in merged:
+            out[key] = merged[source]
+    return out

@@ -158,3 +158,8 @@ def install() -> None:
 def causal_mask(seq_len: int, dev: torch.device | str | None = None) -> torch.Tensor:
     """Bool causal attention mask ``[1, 1, s, s]``; True marks positions a query must not see."""
     return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=dev), diagonal=1)[None, None]
+
+
+def to_device(batch: dict, device) -> dict:
+    """The batch with its tensors on ``device`` (a no-op on CPU)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

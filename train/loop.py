@@ -230,7 +230,7 @@ def train_loop(
             loss_sum, units = pipeline_step(model, micro, device)
         for mb in micro:
             if not pipelined:
-                mb = to_device(mb, device)
+                mb = compat.to_device(mb, device)
                 loss, n, metrics = loss_fn(model, mb)
                 loss.backward()
                 loss_sum += loss.detach().to(torch.float64)
@@ -315,11 +315,6 @@ def dataset_batches(dataset, config: LoopConfig, dp_rank: int, dp_size: int) -> 
         return out
 
     return source
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """The batch with its tensors on ``device`` (a no-op on CPU)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def collate(samples: list[dict[str, Any]], indices: list[int]) -> Batch:

@@ -1,4 +1,4 @@
-"""Pipeline-parallel training steps and checkpoint restaging, for models split over ``pp > 1`` stages.
+"""Pipeline-parallel training steps, for models split over ``pp > 1`` stages.
 
 :func:`pipeline_step` runs one optimizer step's micro batches through Megatron-core's pipeline
 schedule (``get_forward_backward_func``: 1F1B, activations sent between stages, the loss on the
@@ -6,20 +6,17 @@ last stage) with the next-token loss of pretraining and SFT (loss masks included
 one-stage path it returns a loss *sum* and a unit count, so the loop's normalisation (divide by the
 global count in ``finalize_model_grads``) is the same whatever the split.
 
-:func:`restage` turns the per-stage weight files of a checkpoint written with one pipeline size
-into the state dict of one stage of another (layers renumbered, embeddings and output layer on
-the first and last stage), so a ``pp = 1`` checkpoint starts a ``pp = 2`` run and evaluation or
-export gathers a ``pp = 2`` checkpoint into one process.
+:func:`frontload.train.checkpoint.restage` cuts a checkpoint written with one pipeline size into
+the stages of another, so a ``pp = 1`` checkpoint starts a ``pp = 2`` run and evaluation or export
+gathers a ``pp = 2`` checkpoint into one process.
 
-Invariants: on stages other than the last the returned sums are zero (the loop broadcasts the
-last stage's figures); a restaged state dict holds exactly the keys of the stage it is for.
+Invariant: on stages other than the last the returned sums are zero (the loop broadcasts the last
+stage's figures).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,20 +24,17 @@ import torch
 from frontload.core.errors import FrontloadError
 from frontload.train import compat
 
-_LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.*)$")
-
 
 def pipeline_step(model, micro: Sequence[dict[str, Any]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward of ``micro`` through the pipeline; (loss sum, unit count) on the last stage, else 0."""
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from frontload.train.loop import to_device
     from frontload.train.model import forward
 
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     units = torch.zeros((), dtype=torch.float64, device=device)
-    batches = iter([to_device(mb, device) for mb in micro])
+    batches = iter([compat.to_device(mb, device) for mb in micro])
 
     def forward_step(data_iterator, stage_model):
         batch = next(data_iterator)
@@ -91,45 +85,3 @@ def broadcast_from_last_stage(values: torch.Tensor) -> torch.Tensor:
             group=parallel_state.get_pipeline_model_parallel_group(),
         )
     return values
-
-
-def restage(
-    ckpt_dir: str | Path,
-    *,
-    tp: int,
-    src_pp: int,
-    layers: int,
-    pp_rank: int,
-    pp_size: int,
-    keys: set[str],
-    load=None,
-) -> dict[str, torch.Tensor]:
-    """Stage ``pp_rank`` of ``pp_size`` cut from a checkpoint's ``src_pp`` stage files (tensor-parallel rank ``tp``).
-
-    ``load(name)`` reads one file of the checkpoint (the checkpoint module passes its checksum-checked
-    reader); ``keys`` are the state-dict keys of the target stage; layer ``i`` of stage ``p`` is global layer
-    ``p * layers / pp`` + ``i`` (Megatron's even split). A tied output layer on a last stage that holds
-    no embedding takes the first stage's embedding, as Megatron's embedding group keeps them equal.
-    """
-    ckpt_dir = Path(ckpt_dir)
-    merged: dict[str, torch.Tensor] = {}
-    for p in range(src_pp):
-        path = ckpt_dir / f"model_tp{tp}_pp{p}.pt"
-        if not path.is_file():
-            raise FrontloadError(f"{path}: missing; the checkpoint's pipeline stages are incomplete")
-        stage = load(path.name) if load else torch.load(path, map_location=compat.device(), weights_only=True)
-        for key, value in stage.items():
-            m = _LAYER.match(key)
-            if m:
-                key = f"decoder.layers.{p * layers // src_pp + int(m.group(1))}.{m.group(2)}"
-            merged.setdefault(key, value)
-    first = pp_rank * layers // pp_size
-    out: dict[str, torch.Tensor] = {}
-    for key in keys:
-        m = _LAYER.match(key)
-        source = f"decoder.layers.{first + int(m.group(1))}.{m.group(2)}" if m else key
-        if source not in merged and key == "output_layer.weight":
-            source = "embedding.word_embeddings.weight"
-        if source in merged:
-            out[key] = merged[source]
-    return out

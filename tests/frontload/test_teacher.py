@@ -50,7 +50,7 @@ def test_the_teacher_is_a_step_between_its_gold_shards_and_the_corpus_it_generat
     corpus = plan["corpus:problems_for_teacher"]
     assert corpus.deps == ["teacher:tutor"]
     assert ids.index("tokenizer") < ids.index("teacher:tutor") < ids.index("corpus:problems_for_teacher")
-    assert ids.index("corpus:problems_for_teacher") < ids.index("pretrain:front_loaded")
+    assert ids.index("corpus:problems_for_teacher") < ids.index("pretrain:front_loaded:s7")
 
 
 def test_dry_run_shows_the_teacher_and_a_rerun_reuses_it(tmp_path, capsys):
@@ -73,7 +73,7 @@ def test_a_changed_teacher_reruns_itself_and_what_its_corpus_feeds_only(tmp_path
         "teacher:tutor",
         "corpus:problems_for_teacher",
         "shards:problems_for_teacher",
-        "pretrain:front_loaded",
+        "pretrain:front_loaded:s7",
     }
     # The generated corpus is keyed by the teacher's fingerprint, not by the export's path.
     assert plan["corpus:problems_for_teacher"].fingerprint != first["corpus:problems_for_teacher"].fingerprint
