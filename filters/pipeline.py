@@ -3,7 +3,7 @@
 ``run_filters(in_dir, out_dir, config)`` runs datatrove pipelines with ``LocalPipelineExecutor``:
 
 1. **score** (``tasks`` ranks): row keys, ``verify_v1``, format/length/repetition/truncation/
-   non-printable scores, per-rank rollout counts.
+   non-printable scores, ``steps_v1`` (each arithmetic step recomputed), per-rank rollout counts.
 2. **select** (``tasks``): ``pass_rate_v1``, the difficulty band, the threshold rule, decontamination.
 3. **problem groups** (1 task): exact problem dedup; one document per surviving problem.
 4. **MinHash on problems** (datatrove's four stages, when ``minhash`` is on).
@@ -278,6 +278,7 @@ class FilterRun:
         from frontload.filters.decontam import DecontaminationFilter, build_eval_indexes
         from frontload.filters.dedup import DedupPlanner, DropListFilter, ProblemGroups, RowTagger
         from frontload.filters.scores import PassRateCounter, PassRateScorer, QualityScorer, VerifyScorer
+        from frontload.filters.stepcheck import StepScorer
         from frontload.filters.threshold import ThresholdFilter
 
         try:
@@ -307,6 +308,7 @@ class FilterRun:
             RowTagger(),
             VerifyScorer(mode=cfg.verify_mode, workers=cfg.verify_workers),
             QualityScorer(tokenizer=cfg.tokenizer),
+            StepScorer(),
             PassRateCounter(str(w / "pass_counts")),
             self._writer(w / "scored"),
         ]

@@ -12,6 +12,8 @@ thresholds needs no rescoring. Scores written here:
 - ``nonprintable_v1``: count of non-printable characters (control characters other than newline/tab).
 - ``pass_rate_v1`` / ``rollouts_v1``: share of correct rollouts of the record's problem, and how many.
 
+``steps_v1`` (every arithmetic step of the trace recomputed) is written by :mod:`frontload.filters.stepcheck`.
+
 Invariant: a scorer yields every document it receives, in order.
 """
 
