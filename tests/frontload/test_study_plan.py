@@ -1,5 +1,6 @@
 """The study runner's plan: what reruns when a setting changes, and how bad study files are reported."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -147,3 +148,23 @@ def test_slurm_dry_run_writes_chained_job_scripts(tmp_path):
     sft_line = next(line for line in submit.splitlines() if "sft-front_loaded" in line)
     assert "--dependency=afterok:" in sft_line
     shutil.rmtree(jobs)
+
+
+def test_an_eval_task_can_hold_its_surface_forms_to_the_first_templates(tmp_path):
+    # The taught task is asked in the phrasing SFT used; a second task asks it in every phrasing.
+    def edit(text):
+        return text.replace(
+            'tasks = [ { name = "heldout", families = ["arithmetic"], n = 8, difficulty = [1, 2], seed = 99 } ]',
+            'tasks = [ { name = "heldout", families = ["chain_add"], n = 40, difficulty = [1, 2], seed = 99, '
+            'templates = 1 },\n          { name = "forms", families = ["chain_add"], n = 40, difficulty = [1, 2], seed = 99 } ]',
+        )
+
+    plan = build_plan(_study(tmp_path, edit))
+    questions = {}
+    for name in ("heldout", "forms"):
+        step = plan[f"task:{name}"]
+        step.output.mkdir(parents=True)
+        step.action(step.output)
+        questions[name] = [json.loads(line)["question"] for line in (step.output / "task.jsonl").open()]
+    assert all(q.startswith("Compute (") for q in questions["heldout"])
+    assert not all(q.startswith("Compute (") for q in questions["forms"])

@@ -9,14 +9,25 @@ from frontload.synth.families import FAMILIES
 from frontload.synth.sources import GeneratorSource, in_holdout, iter_problems
 
 CHAINS = ("chain_add", "chain_mixed", "chain_vars")
-_STEP = {"add": "+", "plus": "+", "up": "+", "subtract": "-", "minus": "-", "down": "-", "multiply by": "*", "times": "*"}
+_STEP = {
+    "add": "+",
+    "plus": "+",
+    "up": "+",
+    "subtract": "-",
+    "minus": "-",
+    "down": "-",
+    "multiply by": "*",
+    "times": "*",
+}
 
 
 def _recompute(family: str, problem: str) -> int:
     """The answer read back from the problem text alone, evaluated with Python's own operators."""
     if family == "chain_vars":
         env: dict[str, int] = {}
-        for name, rhs in re.findall(r"\b([a-z]) (?:=|is) ([a-z0-9](?: (?:[-+×]|plus|minus|times) \d)?)(?=[,.( ]|$)", problem):
+        for name, rhs in re.findall(
+            r"\b([a-z]) (?:=|is) ([a-z0-9](?: (?:[-+×]|plus|minus|times) \d)?)(?=[,.( ]|$)", problem
+        ):
             for word, sym in (("plus", "+"), ("minus", "-"), ("times", "*"), ("×", "*")):
                 rhs = rhs.replace(word, sym)
             env[name] = eval(rhs, {}, dict(env)) % 10  # noqa: S307 - a variable, an operator and a digit
