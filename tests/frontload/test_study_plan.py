@@ -168,3 +168,20 @@ def test_an_eval_task_can_hold_its_surface_forms_to_the_first_templates(tmp_path
         questions[name] = [json.loads(line)["question"] for line in (step.output / "task.jsonl").open()]
     assert all(q.startswith("Compute ") for q in questions["heldout"])
     assert not all(q.startswith("Compute ") for q in questions["forms"])
+
+
+SHIPPED = sorted((Path(__file__).parents[2] / "frontload" / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_study_plans_and_its_arms_share_one_pretraining_budget(path, tmp_path):
+    study = load_study(path)
+    study.study.workspace = str(tmp_path / "ws")
+    ids = [s.id for s in build_plan(study).ordered()]
+    assert all(f"sft:{arm.name}" in ids for arm in study.arms)
+
+    def tokens(stage) -> float:
+        return stage.tokens if stage.tokens is not None else sum(stage.source_tokens.values())
+
+    budgets = {arm.name: sum(tokens(s) for s in arm.pretrain) for arm in study.arms}
+    assert len(set(budgets.values())) == 1, budgets  # arms differ in what they see, not how much
