@@ -97,7 +97,12 @@ def task_action(study: Study, task: EvalTaskSection):
             from frontload.synth.sources import write_eval_tasks
 
             write_eval_tasks(
-                out / "task.jsonl", families=task.families, n=task.n, seed=task.seed, difficulty=tuple(task.difficulty)
+                out / "task.jsonl",
+                families=task.families,
+                n=task.n,
+                seed=task.seed,
+                difficulty=tuple(task.difficulty),
+                templates=task.templates,
             )
         atomic_write_json(out / "task.json", {"name": task.name, "config": as_dict(task)})
 

@@ -292,6 +292,7 @@ class EvalTaskSection:
     n: int = 64
     difficulty: list[int] = field(default_factory=lambda: [1, 3])
     seed: int = 101
+    templates: int | None = None  # surface forms per pool, as for a generators corpus (None = all)
     path: str | None = None  # a JSONL/Parquet file instead of generators
     question_field: str = "question"
     answer_field: str = "answer"

@@ -1,5 +1,6 @@
 """The study runner's plan: what reruns when a setting changes, and how bad study files are reported."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -209,3 +210,40 @@ def test_workspace_paths_read_back_arm_seed_and_phase():
     assert shared.shared and shared.arm is None and shared.seed == 2 and shared.phase == "pretrain"
     assert parse_run("runs/a/pretrain/f") is None  # the layout before seeds is not misread
     assert parse_run("corpora/web/f") is None
+
+
+def test_an_eval_task_can_hold_its_surface_forms_to_the_first_templates(tmp_path):
+    # The taught task is asked in the phrasing SFT used; a second task asks it in every phrasing.
+    def edit(text):
+        return text.replace(
+            'tasks = [ { name = "heldout", families = ["arithmetic"], n = 8, difficulty = [1, 2], seed = 99 } ]',
+            'tasks = [ { name = "heldout", families = ["chain_add"], n = 40, difficulty = [1, 2], seed = 99, '
+            'templates = 1 },\n          { name = "forms", families = ["chain_add"], n = 40, difficulty = [1, 2], seed = 99 } ]',
+        )
+
+    plan = build_plan(_study(tmp_path, edit))
+    questions = {}
+    for name in ("heldout", "forms"):
+        step = plan[f"task:{name}"]
+        step.output.mkdir(parents=True)
+        step.action(step.output)
+        questions[name] = [json.loads(line)["question"] for line in (step.output / "task.jsonl").open()]
+    assert all(q.startswith("Compute ") for q in questions["heldout"])
+    assert not all(q.startswith("Compute ") for q in questions["forms"])
+
+
+SHIPPED = sorted((Path(__file__).parents[2] / "frontload" / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_study_plans_and_its_arms_share_one_pretraining_budget(path, tmp_path):
+    study = load_study(path)
+    study.study.workspace = str(tmp_path / "ws")
+    ids = [s.id for s in build_plan(study).ordered()]
+    assert all(f"sft:{arm.name}" in ids for arm in study.arms)
+
+    def tokens(stage) -> float:
+        return stage.tokens if stage.tokens is not None else sum(stage.source_tokens.values())
+
+    budgets = {arm.name: sum(tokens(s) for s in arm.pretrain) for arm in study.arms}
+    assert len(set(budgets.values())) == 1, budgets  # arms differ in what they see, not how much
