@@ -125,7 +125,7 @@ class EventLoader:
 
     def load_all(self, events: list[tuple[Path, Path]], run_ids: dict[Path, str], progress: bool) -> None:
         """Load every event file with something new; version errors are collected in ``version_errors``."""
-        from tqdm import tqdm
+        from frontload.core.progress import progress_bar
 
         items = [it for path, run_dir in events if (it := self._plan(path, run_ids.get(run_dir))) is not None]
         small = [it for it in items if it.end - it.start <= _BATCH_BYTES]
@@ -135,7 +135,9 @@ class EventLoader:
             group = [it for it in small if it.kind == kind]
             batches += [group[i : i + _BATCH_FILES] for i in range(0, len(group), _BATCH_FILES)]
         work = [[it] for it in big] + batches
-        bar = tqdm(total=len(items), desc="ingest events", unit="file", disable=not progress or len(items) < 20)
+        bar = progress_bar(
+            total=len(items), desc="ingest events", unit="file", disable=not progress or len(items) < 20
+        )
         for batch in work:
             if len(batch) == 1 or not self._load_batch(batch):
                 for it in batch:

@@ -267,7 +267,8 @@ def build_phase_dataset(
     sets must be the ones planned (same manifest fingerprints), or the error names the source.
     """
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from tqdm import tqdm
+
+    from frontload.core.progress import progress_bar
 
     ph = plan.phase(phase) if isinstance(plan, MixPlan) else plan
     prefix_path: dict[tuple[str, int], str] = {}
@@ -295,7 +296,7 @@ def build_phase_dataset(
 
     built, stage_sources = [], []
     with process_group():
-        for st in tqdm(ph.stages, desc=f"{ph.phase} mix datasets", unit="stage", disable=len(ph.stages) < 2):
+        for st in progress_bar(ph.stages, desc=f"{ph.phase} mix datasets", unit="stage", disable=len(ph.stages) < 2):
             pairs, weights = _prefix_blend({s: sp.weight for s, sp in st.sources.items()}, ph.sources)
             paths = [prefix_path[p] for p in pairs]
             owners = [source for source, _ in pairs]

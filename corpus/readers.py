@@ -37,11 +37,11 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
-from tqdm import tqdm
 
 from frontload.core.chat import ASSISTANT, END, SYSTEM, USER
 from frontload.core.errors import FrontloadError
 from frontload.core.manifest import MANIFEST_NAME
+from frontload.core.progress import progress_bar
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")  # always JSON Lines; ``.json`` only when its first line is an object
 COMPRESSED_SUFFIXES = (".gz", ".zst")  # a JSON Lines file may carry one of these
@@ -532,7 +532,9 @@ class CorpusReader(PipelineStep):
     def _documents(self, rank: int, world_size: int) -> DocumentsPipeline:
         # Files of all inputs are dealt out together, so one-file inputs still spread over the tasks.
         mine = self.units[rank::world_size]
-        for reader, f in tqdm(mine, desc=f"task {rank}", unit="file", position=rank, disable=not self.progress):
+        for reader, f in progress_bar(
+            mine, desc=f"task {rank}", unit="file", position=rank, disable=not self.progress
+        ):
             yield from reader.read_files_shard([f])
         for reader in self.datasets:
             yield from reader.run(None, rank, world_size)  # split by contiguous row ranges

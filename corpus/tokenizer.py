@@ -34,11 +34,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from frontload.core.chat import SPECIAL_TOKENS
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint_files
+from frontload.core.progress import progress_bar
 
 SPM_NAME = "tokenizer.model"
 HF_NAME = "tokenizer.json"
@@ -237,7 +236,9 @@ def train_tokenizer_from_texts(
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(tqdm(_lines(texts, 4096), desc="tokenizer lines", unit="line", mininterval=2)),
+            sentence_iterator=iter(
+                progress_bar(_lines(texts, 4096), desc="tokenizer lines", unit="line", mininterval=2)
+            ),
             model_writer=model,
             model_type="bpe",
             vocab_size=vocab_size,

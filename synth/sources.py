@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
-from tqdm import tqdm
 
 from frontload.core.atomic import atomic_folder
 from frontload.core.chat import render_example
@@ -38,6 +37,7 @@ from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_path, fingerprint, sha256_file
 from frontload.core.manifest import MANIFEST_NAME, Account, Manifest, require_records
+from frontload.core.progress import progress_bar
 from frontload.synth.families import FAMILIES
 
 HOLDOUT = 0.05  # share of the problem-id space reserved for evaluation tasks
@@ -271,7 +271,7 @@ def _write_docs(
     per_family: Counter = Counter()
     per_difficulty: Counter = Counter()
     with _writer(out_dir / "data") as w:
-        for doc in tqdm(docs, total=total, desc=desc, unit="problem", mininterval=1.0, disable=None):
+        for doc in progress_bar(docs, total=total, desc=desc, unit="problem", mininterval=1.0, disable=None):
             w.write(doc, rank=0)
             per_family[doc.metadata["family"]] += 1
             per_difficulty[str(doc.metadata.get("difficulty"))] += 1

@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from frontload.core.config import ConfigError, Name
 from frontload.core.errors import FrontloadError
 from frontload.core.events import RunFolder
+from frontload.core.progress import progress_bar
 from frontload.train import compat
 from frontload.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frontload.train.model import ModelConfig, forward
@@ -197,7 +197,7 @@ def train_loop(
     last_ckpt: Path | None = None
     is_main = not dist.is_initialized() or dist.get_rank() == 0
     start_step = state.step
-    bar = tqdm(
+    bar = progress_bar(
         total=config.steps if config.stop_at is None else config.stop_at,
         initial=state.step,
         desc=f"{state.phase}",

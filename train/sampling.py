@@ -270,10 +270,10 @@ def generate(
     was_training = bare.training
     bare.eval()
     try:
-        from tqdm import tqdm
+        from frontload.core.progress import progress_bar
 
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for chunk in tqdm(chunks, desc="generate", unit="batch", disable=not progress):
+        for chunk in progress_bar(chunks, desc="generate", unit="batch", disable=not progress):
             gens = []
             for r in chunk:
                 g = torch.Generator()
