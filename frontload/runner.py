@@ -505,6 +505,18 @@ def run_step(step: Step) -> None:
         atomic_write(step.output / DONE, f"{final}\n")
 
 
+def _pin_threads(n: int) -> None:
+    # Float sums depend on how many threads split them: a fixed count makes CPU results bitwise the same
+    # on machines with other core counts. Subprocesses (datatrove workers, the vLLM server) inherit it.
+    import os
+
+    import torch
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    torch.set_num_threads(n)
+
+
 def run_study(
     study: Study,
     *,
@@ -535,6 +547,8 @@ def run_study(
     if dry_run:
         print(format_plan(plan))
         return 0
+    if study.study.threads is not None:
+        _pin_threads(study.study.threads)
     plan.ws.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         plan.layout.study_file, {**study.to_dict(), "baseline": study.baseline, "study_file": str(study.path)}

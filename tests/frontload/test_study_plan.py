@@ -247,3 +247,21 @@ def test_every_shipped_study_plans_and_its_arms_share_one_pretraining_budget(pat
 
     budgets = {arm.name: sum(tokens(s) for s in arm.pretrain) for arm in study.arms}
     assert len(set(budgets.values())) == 1, budgets  # arms differ in what they see, not how much
+
+
+def test_threads_pin_torch_and_what_the_run_starts(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    from frontload.runner import _pin_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    try:
+        _pin_threads(1)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(FrontloadError, match=r"\[study\]\.threads: must be at least 1"):
+        _study(tmp_path, lambda t: t.replace("seed = 7\n", "seed = 7\nthreads = 0\n", 1))
