@@ -319,6 +319,27 @@ def _plot_sweep(sweep, colors, path: Path) -> Path | None:
     return path
 
 
+def verdict_lines(persistence, baseline: str | None) -> list[str]:
+    """One line per arm, task and metric: the gain and its interval after each phase, then the verdict."""
+    if persistence.is_empty():
+        return []
+    phases = _ordered_phases(set(persistence["phase"].to_list()))
+    short = {"pretrain": "PT", "sft": "SFT", "rl": "RL"}
+    lines = []
+    for (arm, task, metric), group in persistence.group_by(["arm", "task", "metric"], maintain_order=True):
+        by_phase = {r["phase"]: r for r in group.iter_rows(named=True)}
+        parts = []
+        for p in phases:
+            r = by_phase.get(p)
+            if r is None or r["gain"] is None:
+                continue
+            ci = "" if r["ci_low"] is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+            parts.append(f"{r['gain']:+.3f}{ci} after {short.get(p, p)}")
+        verdict = next((r["verdict"] for r in by_phase.values() if r["verdict"]), "-")
+        lines.append(f"{arm} vs {baseline or 'baseline'} on {task} {metric}: {', '.join(parts)} -> {verdict}")
+    return lines
+
+
 def persistence_table(persistence):
     """The persistence view for reading: one row per arm, task and metric, ``gain [low, high]`` per phase."""
     import polars as pl
@@ -523,8 +544,16 @@ def report(
         title += f": {f['study']['name'][0]}"
     if html:
         paths.html = _write_html(out / "report.html", title, tables, paths.plots)
+    baseline = f["study"]["baseline"][0] if not f["study"].is_empty() else None
+    verdicts = verdict_lines(paths.persistence, baseline)
+    if verdicts:
+        text = paths.tables["markdown"].read_text(encoding="utf-8")
+        head = "## verdicts (gain over the baseline, [95% interval], after each phase)\n\n"
+        paths.tables["markdown"].write_text(head + "\n".join(f"- {v}" for v in verdicts) + "\n\n" + text)
     if echo:
-        baseline = f["study"]["baseline"][0] if not f["study"].is_empty() else None
+        if verdicts:
+            print("\nverdicts (gain over the baseline after each phase, [95% interval]; improvements are positive)")
+            print("\n".join(verdicts))
         print(f"\nablation (score of the last checkpoint of each phase)\n{format_table(paths.ablation)}")
         print(
             f"\npersistence (gain over {baseline or 'the baseline arm'} after each phase, [95% interval]; "
