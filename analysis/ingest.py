@@ -32,11 +32,10 @@ from frontload.analysis.ingest_events import EventLoader
 from frontload.analysis.ingest_files import (
     Paths,
     Scan,
-    _as_int,
-    _read_json,
     insert_rows,
     scan,
     small_tables,
+    study_bootstrap,
     study_seed,
 )
 from frontload.analysis.schema import SCHEMA_VERSION, TABLE_BY_NAME, TABLES
@@ -165,10 +164,9 @@ def _ingest_locked(
 
 
 def _bootstrap_settings(found: Scan, resamples: int | None, seed: int | None, errors: list[str]) -> tuple[int, int]:
-    study = _read_json(found.study, []) if found.study else None
-    table = (study or {}).get("analysis") if isinstance((study or {}).get("analysis"), dict) else {}
-    resamples = resamples if resamples is not None else _as_int(table.get("resamples"))
-    seed = seed if seed is not None else _as_int(table.get("bootstrap_seed"))
+    from_study = study_bootstrap(found)
+    resamples = resamples if resamples is not None else from_study[0]
+    seed = seed if seed is not None else from_study[1]
     resamples = stats.RESAMPLES if resamples is None else resamples
     if resamples < 1:
         errors.append(f"bootstrap resamples must be >= 1, got {resamples}")

@@ -216,6 +216,13 @@ def _sweep(arm: dict | None, where: Path | None, errors: list[str]) -> dict[str,
     return {"sweep": str(name), "sweep_axes": sweep["axes"]}
 
 
+def study_bootstrap(scan: Scan) -> tuple[int | None, int | None]:
+    """study.json's ``analysis = {resamples, bootstrap_seed}`` table, as (resamples, seed); None where unset."""
+    study = _read_json(scan.study, []) if scan.study else None
+    table = (study or {}).get("analysis") if isinstance((study or {}).get("analysis"), dict) else {}
+    return _as_int(table.get("resamples")), _as_int(table.get("bootstrap_seed"))
+
+
 def study_seed(scan: Scan, errors: list[str]) -> int:
     """The seed of runs that do not name one: study.json's ``study.seed`` (or top-level ``seed``), else 0."""
     study = _read_json(scan.study, errors) if scan.study else None
