@@ -17,6 +17,12 @@ def default_study_path() -> Path:
     return Path(str(resources.files("frontload") / "studies" / DEFAULT_STUDY))
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from frontload.runner import run_study
     from frontload.study_file import load_study
@@ -33,6 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         data_executor=args.data_executor,
         verbose=args.verbose,
+        jobs=args.jobs,
     )
 
 
@@ -75,11 +82,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="datatrove executor for data steps (set by the job scripts)",
     )
     run.add_argument("--partition", help="Slurm partition for the job scripts")
+    run.add_argument(
+        "--jobs",
+        type=_positive,
+        metavar="N",
+        help="run up to N independent steps at once here (overrides [study] jobs; results do not depend on it)",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the shipped default study (the paper's question in miniature)")
     demo.add_argument("--dry-run", action="store_true", help="print what would run and what is reused")
     demo.add_argument("--workspace", help="override the default study's workspace")
+    demo.add_argument("--jobs", type=_positive, metavar="N", help="run up to N independent steps at once")
     demo.set_defaults(func=cmd_demo)
 
     mix = sub.add_parser("mix", help="mix schedules: plan tokens, samples and repeats per source and stage")

@@ -525,6 +525,7 @@ def run_study(
     report: bool = True,
     data_executor: str = "local",
     verbose: bool = False,
+    jobs: int | None = None,
 ) -> int:
     """Build what is missing, reuse what exists, then ingest into DuckDB and print the tables."""
     if not verbose:
@@ -555,6 +556,13 @@ def run_study(
     )
     steps = [plan[s] for s in only] if only else plan.ordered()
     started = time.time()
+    jobs = jobs or study.study.jobs
+    if jobs > 1:
+        from frontload.parallel import run_parallel
+
+        print(f"running up to {jobs} steps at once; each step's output goes to {plan.ws / 'logs'}", flush=True)
+        run_parallel(plan, steps, jobs, data_executor=data_executor)
+        steps = []
     for i, step in enumerate(steps, 1):
         status = step.status()
         print(f"[{i:>2}/{len(steps)}] {step.id:<32} {status}", flush=True)

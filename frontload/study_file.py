@@ -36,11 +36,14 @@ class StudySection:
     baseline: Name | None = None  # the arm every other arm is compared against; default: the first
     share_prefixes: bool = True  # arms that agree on their first pretraining stages train them once
     threads: int | None = None  # CPU threads per process; a fixed count makes CPU results machine-independent
+    jobs: int = 1  # steps run at once on this machine (worker processes); results do not depend on it
 
     def __post_init__(self) -> None:
         check_workspace(self.workspace, "workspace")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads", f"must be at least 1, got {self.threads}")
+        if self.jobs < 1:
+            raise ConfigError("jobs", f"must be at least 1, got {self.jobs}")
         if self.seeds is not None:
             if not self.seeds:
                 raise ConfigError("seeds", "name at least one seed (or leave seeds out: one run with seed)")

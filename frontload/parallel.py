@@ -1,0 +1,139 @@
+"""Run a study's independent steps at once on this machine, in worker processes, following the step graph.
+
+A study is a wide graph: every seed and arm trains and evaluates independently of the others once the
+shared data exists. ``frontload run --jobs N`` (or ``[study] jobs = N``) keeps N worker processes busy:
+a step starts as soon as every step it depends on is complete. With ``[study] threads`` set, each
+worker uses that many threads, so N = cores / threads fills the machine; on the default study's
+one-thread model, two jobs on two cores halve the wall time.
+
+The results are the same as a sequential run, bit for bit: every step reads only its dependencies'
+outputs and pins its own seed, and each worker pins the same thread count (test:
+``test_parallel_run_equals_sequential``). Each step's output (progress lines, datatrove logs) goes to
+``<workspace>/logs/<step>.log``, so that two steps' lines do not interleave; the console shows when
+each step starts and ends, and, when one fails, the tail of its log; ``logs/timeline.json`` keeps
+when each step ran. A failure stops new steps from
+starting; the steps already running finish and are kept, so the next run resumes after them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from frontload.core.errors import FrontloadError
+from frontload.core.fingerprint import atomic_write_json
+
+if TYPE_CHECKING:
+    from frontload.steps import Step, StudyPlan
+    from frontload.study_file import Study
+
+LOG_TAIL = 20  # lines of a failed step's log shown on the console
+TIMELINE = "timeline.json"  # in <workspace>/logs: step, start, end (Unix seconds), ok
+
+
+def log_path(plan: StudyPlan, step_id: str) -> Path:
+    """Where a step's output goes when it runs in a worker: one file per step, named after its id."""
+    return plan.ws / "logs" / (re.sub(r"[^A-Za-z0-9_.-]", "-", step_id) + ".log")
+
+
+def _run_in_worker(study: Study, step_id: str, log: str, threads: int | None, data_executor: str) -> float:
+    """One step in a worker process, its output written to ``log``; returns its seconds."""
+    from loguru import logger
+
+    from frontload.runner import _pin_threads, build_plan, run_step
+
+    logger.disable("datatrove")
+    if threads is not None:
+        _pin_threads(threads)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        # At the descriptor level, so that subprocesses (datatrove workers, a vLLM server) write there too.
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+    started = time.time()
+    try:
+        # Planned afresh in the worker: a plan holds closures, which do not travel between processes.
+        run_step(build_plan(study, data_executor=data_executor)[step_id])
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return time.time() - started
+
+
+def _tail(path: Path, n: int = LOG_TAIL) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("        | " + line for line in lines[-n:])
+
+
+def run_parallel(plan: StudyPlan, steps: list[Step], jobs: int, *, data_executor: str = "local") -> None:
+    """Run ``steps`` (in plan order) on ``jobs`` worker processes, each as soon as its dependencies are done.
+
+    Dependencies outside ``steps`` must already be complete (as with ``--only``). Raises
+    :class:`FrontloadError` naming the failed steps once the running ones have finished.
+    """
+    todo = {s.id: s for s in steps if not s.done()}
+    for step in steps:
+        if step.id not in todo:
+            print(f"        {step.id:<32} reuse", flush=True)
+    missing = sorted({d for s in todo.values() for d in s.deps if d not in todo and not plan[d].done()})
+    if missing:
+        raise FrontloadError(f"steps {', '.join(todo)} need {', '.join(missing)} first (run without --only)")
+    (plan.ws / "logs").mkdir(parents=True, exist_ok=True)
+    threads = plan.study.study.threads
+    order = list(todo)
+    total = len(order)
+    running: dict[Future, tuple[str, float]] = {}
+    timeline: list[dict] = []  # when each step ran, for a person (or a test) to see what overlapped
+    failed: list[str] = []
+    finished = 0
+    # spawn, not fork: torch and vLLM start threads that a forked child would inherit in a bad state.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        try:
+            while order or running:
+                if not failed:
+                    for sid in [s for s in order if all(d not in todo for d in todo[s].deps)]:
+                        if len(running) >= jobs:
+                            break
+                        order.remove(sid)
+                        log = log_path(plan, sid)
+                        future = pool.submit(_run_in_worker, plan.study, sid, str(log), threads, data_executor)
+                        running[future] = (sid, time.time())
+                        print(f"  start {sid:<32} log: {log}", flush=True)
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    sid, t0 = running.pop(future)
+                    error = future.exception()
+                    finished += 1
+                    timeline.append({"step": sid, "start": t0, "end": time.time(), "ok": error is None})
+                    atomic_write_json(plan.ws / "logs" / TIMELINE, timeline)
+                    if error is None:
+                        del todo[sid]
+                        print(f"[{finished:>2}/{total}] {sid:<32} done in {time.time() - t0:.1f}s", flush=True)
+                        continue
+                    failed.append(sid)
+                    print(f"[{finished:>2}/{total}] {sid:<32} FAILED: {error}", flush=True)
+                    print(_tail(log_path(plan, sid)), flush=True)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    if failed:
+        left = [s for s in todo if s not in failed]
+        raise FrontloadError(
+            f"{len(failed)} step(s) failed: {', '.join(failed)} (logs in {plan.ws / 'logs'}); "
+            f"{len(left)} step(s) not run; finished steps are kept, so a rerun resumes after them"
+        )

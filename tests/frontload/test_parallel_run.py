@@ -1,0 +1,85 @@
+"""``frontload run --jobs 2`` runs independent steps at once and ends with what a sequential run gives."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = Path(__file__).with_name("tiny_study.toml")
+
+
+def _run(cwd: Path, *extra: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "frontload", "run", "study.toml", "--no-report", *extra],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout
+
+
+def _results(ws: Path) -> dict:
+    """Every evaluation value, every logged loss and every final weight file, keyed by where it lives."""
+    out = {}
+    for f in sorted(ws.glob("runs/*/seed-*/*/*/events/*.rank0.jsonl")):
+        run = f.relative_to(ws).parts[1:4]  # arm, seed, phase: the fingerprint folder is the same by content
+        for i, line in enumerate(f.read_text().splitlines()):
+            e = json.loads(line.replace(str(ws), "<workspace>"))
+            # What was computed, not when or how fast (run ids, clock times, seconds and rates).
+            out[(*run, f.name, i)] = {k: v for k, v in e.items() if k not in ("run_id", "t") and k[-2:] != "_s"}
+    for done in sorted(ws.glob("runs/*/seed-*/*/*/DONE")):
+        final = Path(done.read_text().strip())
+        for p in sorted(final.glob("model_*.pt")):
+            out[(*done.relative_to(ws).parts[1:4], p.name)] = p.read_bytes()
+    return out
+
+
+def _run_of(step_id: str) -> tuple[str, str] | None:
+    """(arm, seed) of a training or evaluation step id such as ``eval:baseline:sft:s1``."""
+    parts = step_id.split(":")
+    return (parts[1], parts[-1]) if parts[0] in ("pretrain", "sft", "rl", "eval") else None
+
+
+@pytest.mark.slow
+def test_parallel_run_equals_sequential_and_overlaps(tmp_path):
+    text = TINY.read_text().replace("seed = 7\n", "seed = 7\nseeds = [1, 2]\nthreads = 1\n", 1)
+    assert "seeds = [1, 2]" in text
+    for name in ("sequential", "parallel"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.toml").write_text(text)
+    _run(tmp_path / "sequential")
+    out = _run(tmp_path / "parallel", "--jobs", "2")
+
+    ws = tmp_path / "parallel" / "ws"
+    timeline = json.loads((ws / "logs" / "timeline.json").read_text())
+    assert all(t["ok"] for t in timeline) and len(timeline) >= 20
+    assert "start pretrain:front_loaded:s2" in out and (ws / "logs" / "pretrain-front_loaded-s2.log").stat().st_size
+    # Steps of different seeds (or arms) ran at the same time, and no step started before its inputs.
+    spans = {t["step"]: (t["start"], t["end"]) for t in timeline}
+    overlapping = [
+        (a, b) for a in spans for b in spans if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+    ]
+    assert any(_run_of(a) and _run_of(b) and _run_of(a) != _run_of(b) for a, b in overlapping), overlapping
+    assert spans["sft:baseline:s1"][0] >= spans["pretrain:baseline:s1"][1]
+
+    seq, par = _results(tmp_path / "sequential" / "ws"), _results(ws)
+    assert seq.keys() == par.keys() and any(str(k[-1]).startswith("model_") for k in seq)
+    assert [k for k in seq if seq[k] != par[k]] == []
+
+
+def test_jobs_must_be_a_positive_number(tmp_path):
+    shutil.copy(TINY, tmp_path / "study.toml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "frontload", "run", "study.toml", "--jobs", "0", "--dry-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "--jobs" in proc.stderr and "at least 1" in proc.stderr
