@@ -38,6 +38,7 @@ from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerpr
 from frontload.corpus.mix import MixStage
 from frontload.steps import DONE, Step, StudyPlan
 from frontload.study_file import ArmSection, Study, teacher_of
+from frontload.synth.families import VERSION as GENERATORS_VERSION
 
 __all__ = ["DONE", "Step", "StudyPlan", "build_plan", "format_plan", "print_mix_plans", "run_step", "run_study"]
 
@@ -77,7 +78,8 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
 
 def _add_tasks(plan: StudyPlan) -> list[str]:
     for task in plan.study.eval.tasks:
-        fp = fingerprint("task", as_dict(task))
+        generated = [GENERATORS_VERSION] if task.path is None else []
+        fp = fingerprint("task", as_dict(task), *generated)
         plan.add(
             Step(
                 id=f"task:{task.name}",
@@ -100,12 +102,13 @@ def _add_corpus(plan: StudyPlan, name: str, task_ids: list[str]) -> None:
     study = plan.study
     corpus = study.corpora[name]
     env = _environment_fingerprint() if corpus.source.kind == "packaged_text" else None
+    generated = [GENERATORS_VERSION] if corpus.source.kind == "generators" else []
     decontam = bool(corpus.filters and corpus.filters.get("decontaminate"))
     task_fps = [plan[t].fingerprint for t in task_ids] if decontam else []
     teacher = teacher_of(corpus)
     # A corpus sampled from a study teacher is keyed by what the teacher is, not where its export lies.
     teacher_fp = [plan[f"teacher:{teacher}"].fingerprint] if teacher else []
-    fp = fingerprint("corpus", as_dict(corpus), study.study.seed, env, task_fps, *teacher_fp)
+    fp = fingerprint("corpus", as_dict(corpus), study.study.seed, env, task_fps, *teacher_fp, *generated)
     plan.add(
         Step(
             id=f"corpus:{name}",

@@ -14,7 +14,8 @@ of names) and verify with math-verify against themselves inside ``\boxed{}``; ``
 derivation of the answer; the same ``rng`` state always gives the same output.
 
 A new family is a ``gen_*`` function in :mod:`.numbers` or :mod:`.words` (shared pools and number
-text in :mod:`.common`) and one :class:`Family` row in :data:`FAMILIES` below.
+text in :mod:`.common`) and one :class:`Family` row in :data:`FAMILIES` below. A change to what an
+existing family writes (its problems, answers or traces) bumps :data:`VERSION`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from frontload.synth.families.numbers import (
     gen_sequence,
 )
 from frontload.synth.families.words import gen_counting, gen_logic, gen_sorting, gen_unit_conversion, gen_word_problem
+
+# Part of the fingerprint of every generated corpus and evaluation task: a workspace built with older
+# generators is not reused after their output changed. 2: concise chain traces carry the steps still to do.
+VERSION = 2
 
 __all__ = ["FAMILIES", "NAMES", "Family", "fmt_number"]
 
