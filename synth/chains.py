@@ -3,11 +3,7 @@
 Every number in a problem, a trace and an answer is one digit (0..9), so with the tokenizer's split
 digits one number is one token, and every step is one fact from a 10 × 10 table (iGSM keeps numbers
 small the same way, with arithmetic mod 23). A problem chains ``difficulty + 1`` steps; the worked
-trace has one line per step, so "reasoning" here means composing steps. A concise ``chain_add`` or
-``chain_mixed`` line carries the steps still to do (``7 - 5 = 2, then + 4 - 1``; the last line is
-``3 - 1 = 2``): a step's operand then sits at the end of the line before, a copy a 2-layer model
-learns within its first SFT steps, where picking the k-th operand out of the question was a sudden
-skill that some training seeds learned late or not at all (docs/study.md, c5–c9). Three
+trace has one line per step (``7 - 5 = 2``), so "reasoning" here means composing steps. Three
 families share the generator interface of :mod:`frontload.synth.families`
 (``gen(rng, difficulty, detailed, k) -> (problem, answer, steps)``):
 
@@ -105,17 +101,14 @@ def _chain(rng: random.Random, difficulty: int, detailed: bool, k: int, wrap: bo
         )
     problem = _pick(rng, forms, k)()
     lines, x = [], start
-    for i, ((op, d), y) in enumerate(zip(ops, values)):
+    for (op, d), y in zip(ops, values):
         r = raw(op, x, d)
         if detailed and wrap:
             lines.append(f"{x} {_SYMBOL[op]} {d} = {r}, and {r} mod {MOD} = {y}")
         elif detailed:
             lines.append(f"{x} {_SYMBOL[op]} {d} = {y}, so the value is now {y}")
         else:
-            # The steps still to do are carried forward, so the next line copies its operand from the end
-            # of this one instead of counting its way along the question (see the module docstring).
-            rest = " ".join(f"{_SYMBOL[o]} {e}" for o, e in ops[i + 1 :])
-            lines.append(f"{x} {_SYMBOL[op]} {d} = {y}" + (f", then {rest}" if rest else ""))
+            lines.append(f"{x} {_SYMBOL[op]} {d} = {y}")
         x = y
     if detailed:
         how = f"reducing mod {MOD} after each" if wrap else "the value stays between 0 and 9"

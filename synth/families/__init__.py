@@ -36,8 +36,8 @@ from frontload.synth.families.numbers import (
 from frontload.synth.families.words import gen_counting, gen_logic, gen_sorting, gen_unit_conversion, gen_word_problem
 
 # Part of the fingerprint of every generated corpus and evaluation task: a workspace built with older
-# generators is not reused after their output changed. 2: concise chain traces carry the steps still to do.
-VERSION = 2
+# generators is not reused after their output changed.
+VERSION = 1
 
 __all__ = ["FAMILIES", "NAMES", "Family", "fmt_number"]
 
