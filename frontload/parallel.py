@@ -17,10 +17,9 @@ starting; the steps already running finish and are kept, so the next run resumes
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -31,7 +30,6 @@ from frontload.core.fingerprint import atomic_write_json
 
 if TYPE_CHECKING:
     from frontload.steps import Step, StudyPlan
-    from frontload.study_file import Study
 
 LOG_TAIL = 20  # lines of a failed step's log shown on the console
 TIMELINE = "timeline.json"  # in <workspace>/logs: step, start, end (Unix seconds), ok
@@ -42,34 +40,6 @@ def log_path(plan: StudyPlan, step_id: str) -> Path:
     return plan.ws / "logs" / (re.sub(r"[^A-Za-z0-9_.-]", "-", step_id) + ".log")
 
 
-def _run_in_worker(study: Study, step_id: str, log: str, threads: int | None, data_executor: str) -> float:
-    """One step in a worker process, its output written to ``log``; returns its seconds."""
-    from loguru import logger
-
-    from frontload.runner import _pin_threads, build_plan, run_step
-
-    logger.disable("datatrove")
-    if threads is not None:
-        _pin_threads(threads)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        # At the descriptor level, so that subprocesses (datatrove workers, a vLLM server) write there too.
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-    finally:
-        os.close(fd)
-    started = time.time()
-    try:
-        # Planned afresh in the worker: a plan holds closures, which do not travel between processes.
-        run_step(build_plan(study, data_executor=data_executor)[step_id])
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    return time.time() - started
-
-
 def _tail(path: Path, n: int = LOG_TAIL) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -78,10 +48,14 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
     return "\n".join("        | " + line for line in lines[-n:])
 
 
-def run_parallel(plan: StudyPlan, steps: list[Step], jobs: int, *, data_executor: str = "local") -> None:
+def run_parallel(
+    plan: StudyPlan, steps: list[Step], jobs: int, worker: Callable[..., float], *, data_executor: str = "local"
+) -> None:
     """Run ``steps`` (in plan order) on ``jobs`` worker processes, each as soon as its dependencies are done.
 
-    Dependencies outside ``steps`` must already be complete (as with ``--only``). Raises
+    ``worker(study, step_id, log, threads, data_executor)`` runs one step in a worker process with its
+    output written to ``log`` (a module-level function, so that it travels to a spawned process by
+    name). Dependencies outside ``steps`` must already be complete (as with ``--only``). Raises
     :class:`FrontloadError` naming the failed steps once the running ones have finished.
     """
     todo = {s.id: s for s in steps if not s.done()}
@@ -109,7 +83,7 @@ def run_parallel(plan: StudyPlan, steps: list[Step], jobs: int, *, data_executor
                             break
                         order.remove(sid)
                         log = log_path(plan, sid)
-                        future = pool.submit(_run_in_worker, plan.study, sid, str(log), threads, data_executor)
+                        future = pool.submit(worker, plan.study, sid, str(log), threads, data_executor)
                         running[future] = (sid, time.time())
                         print(f"  start {sid:<32} log: {log}", flush=True)
                 if not running:

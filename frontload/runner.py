@@ -24,6 +24,7 @@ import functools
 import importlib.metadata
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -508,6 +509,32 @@ def run_step(step: Step) -> None:
         atomic_write(step.output / DONE, f"{final}\n")
 
 
+def run_step_logged(study: Study, step_id: str, log: str, threads: int | None, data_executor: str) -> float:
+    """One step in a worker process, its output written to ``log``; returns its seconds."""
+    from loguru import logger
+
+    logger.disable("datatrove")
+    if threads is not None:
+        _pin_threads(threads)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        # At the descriptor level, so that subprocesses (datatrove workers, a vLLM server) write there too.
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+    started = time.time()
+    try:
+        # Planned afresh in the worker: a plan holds closures, which do not travel between processes.
+        run_step(build_plan(study, data_executor=data_executor)[step_id])
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return time.time() - started
+
+
 def _pin_threads(n: int) -> None:
     # Float sums depend on how many threads split them: a fixed count makes CPU results bitwise the same
     # on machines with other core counts. Subprocesses (datatrove workers, the vLLM server) inherit it.
@@ -564,7 +591,7 @@ def run_study(
         from frontload.parallel import run_parallel
 
         print(f"running up to {jobs} steps at once; each step's output goes to {plan.ws / 'logs'}", flush=True)
-        run_parallel(plan, steps, jobs, data_executor=data_executor)
+        run_parallel(plan, steps, jobs, run_step_logged, data_executor=data_executor)
         steps = []
     for i, step in enumerate(steps, 1):
         status = step.status()
