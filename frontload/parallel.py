@@ -74,7 +74,7 @@ def _chain_lengths(todo: dict[str, Step]) -> dict[str, int]:
 def run_parallel(
     plan: StudyPlan, steps: list[Step], jobs: int, worker: Callable[..., float], *, data_executor: str = "local"
 ) -> None:
-    """Run ``steps`` (in plan order) on ``jobs`` worker processes, each as soon as its dependencies are done.
+    """Run ``steps`` on ``jobs`` worker processes, each as soon as its dependencies are done.
 
     ``worker(study, step_id, log, threads, data_executor)`` runs one step in a worker process with its
     output written to ``log`` (a module-level function, so that it travels to a spawned process by
@@ -105,10 +105,10 @@ def run_parallel(
                         if len(running) >= jobs:
                             break
                         order.remove(sid)
-                        log = log_path(plan, sid)
-                        future = pool.submit(worker, plan.study, sid, str(log), threads, data_executor)
+                        log = str(log_path(plan, sid))
+                        future = pool.submit(worker, plan.study, sid, log, threads, data_executor)
                         running[future] = (sid, time.time())
-                        print(f"  start {sid:<32} log: {log}", flush=True)
+                        print(f"  start {sid}", flush=True)
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
