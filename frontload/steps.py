@@ -178,13 +178,16 @@ def corpus_action(plan: StudyPlan, name: str, corpus: CorpusSection):
                     "teacher_id": f"teacher:{teacher}@{plan[f'teacher:{teacher}'].fingerprint}",
                     "seq_len": seq_len,
                 }
-            generate_traces(current, nxt, generate_config(corpus, where, **resolved))
+            generate_traces(current, nxt, generate_config(corpus, where, **resolved), executor=plan.data_executor)
             current = nxt
         if corpus.filters:
             from frontload.filters.pipeline import run_filters
 
-            cfg = filter_config(corpus, where, [f"{t.name}={task_spec(plan, t).path}" for t in study.eval.tasks])
-            run_filters(current, out, cfg)
+            # Task folders are read only for `decontaminate = true`: only then is the corpus step planned
+            # after the task steps, and run side by side with them (Ray, Slurm) they may not exist yet.
+            tasks = study.eval.tasks if corpus.filters.get("decontaminate") is True else []
+            cfg = filter_config(corpus, where, [f"{t.name}={task_spec(plan, t).path}" for t in tasks])
+            run_filters(current, out, cfg, executor=plan.data_executor)
 
     return action
 
