@@ -32,14 +32,15 @@ def _study(root: Path, edit=None):
     return study
 
 
-@pytest.fixture
-def cluster(monkeypatch):
-    """A local two-CPU Ray cluster; training steps run on its CPUs."""
-    monkeypatch.setenv("GPUS_PER_NODE", "0")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+@pytest.fixture(scope="module")
+def cluster():
+    """A local two-CPU Ray cluster (started once: it takes seconds); training steps run on its CPUs."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPUS_PER_NODE", "0")
+        mp.delenv("RAY_ADDRESS", raising=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
 
 
 def _results(ws: Path) -> dict:
@@ -49,6 +50,7 @@ def _results(ws: Path) -> dict:
     out = {f"{s.id} fingerprint": s.fingerprint for s in build_plan(study).ordered()}
     (corpus,) = (ws / "corpora" / "problems").iterdir()
     out["problems manifest"] = json.loads((corpus / "manifest.json").read_text())["account"]
+    out["problems data"] = {f.name: f.read_bytes() for f in sorted((corpus / "data").glob("*"))}
     for arm in ARMS:
         (run,) = (ws / "runs" / arm / "seed-3" / "pretrain").iterdir()
         out[f"{arm} losses"] = [json.loads(line)["loss"] for line in (run / "events" / "metrics.rank0.jsonl").open()]
@@ -106,7 +108,7 @@ def test_a_failed_step_stops_its_dependents_and_names_its_log(tmp_path, cluster,
     from frontload.ray_driver import run_on_ray
 
     # A vocabulary smaller than the corpus's characters: SentencePiece refuses it in the tokenizer step.
-    study = _study(tmp_path, lambda t: t.replace("vocab_size = 400", "vocab_size = 60").replace("filters = {", "#"))
+    study = _study(tmp_path, lambda t: t.replace("vocab_size = 400", "vocab_size = 300").replace("filters = {", "#"))
     assert run_on_ray(study) == 1
     out = capsys.readouterr().out
     timeline = json.loads((tmp_path / "ws" / "jobs" / "ray_steps.json").read_text())["steps"]
@@ -119,6 +121,25 @@ def test_a_failed_step_stops_its_dependents_and_names_its_log(tmp_path, cluster,
     assert "Vocabulary size is smaller than required_chars" in out
     assert "6 failed" not in out and "3 steps ran, 1 failed, 6 not started" in out
     assert not (tmp_path / "ws" / "frontload.duckdb").exists()
+
+
+@needs_ray
+def test_trace_sampling_runs_its_tasks_on_ray_and_writes_what_a_local_run_writes(tmp_path, cluster):
+    from frontload.synth.generate import GenerateConfig, generate_traces
+    from frontload.synth.sources import write_problems
+
+    write_problems(tmp_path / "problems", families=["arithmetic", "logic"], n=8, seed=4)
+    cfg = {"server": "dummy", "rollouts": 2, "tasks": 2}
+    here = generate_traces(tmp_path / "problems", tmp_path / "local", GenerateConfig(**cfg))
+    there = generate_traces(tmp_path / "problems", tmp_path / "ray", GenerateConfig(**cfg), executor="ray")
+    # datatrove saves the executor's fields: nodes_per_task is the Ray executor's, start_method the local one's.
+    executor = {k: json.loads((tmp_path / k / "logs" / "executor.json").read_text()) for k in ("ray", "local")}
+    assert "nodes_per_task" in executor["ray"] and "start_method" in executor["local"]
+    assert (there.fingerprint, there.account, there.counts) == (here.fingerprint, here.account, here.counts)
+    # Requests run concurrently inside a task, so a file's lines come in the order answers arrived.
+    for f in sorted((tmp_path / "local" / "data").glob("*.jsonl")):
+        lines = sorted(f.read_text().splitlines())
+        assert sorted((tmp_path / "ray" / "data" / f.name).read_text().splitlines()) == lines, f.name
 
 
 def test_ray_dry_run_writes_the_plan_and_needs_no_cluster(tmp_path, capsys, monkeypatch):
