@@ -201,6 +201,8 @@ def _submit_and_wait(
     ray: Any, plan: StudyPlan, tasks: list[dict[str, Any]], cwd: str, env: dict[str, str]
 ) -> dict[str, dict]:
     remote = ray.remote(_run_step)
+    reused = [s.id for s in plan.ordered() if s.done()]
+    log_of = {t["id"]: t["log"] for t in tasks}
     t0 = time.time()
     refs: dict[str, Any] = {}
     for t in tasks:  # plan order: a step's dependencies are submitted before it
@@ -212,7 +214,7 @@ def _submit_and_wait(
     outcome: dict[str, dict] = {}
     timeline = {
         "started": datetime.datetime.fromtimestamp(t0, datetime.UTC).isoformat(timespec="seconds"),
-        "reused": [s.id for s in plan.ordered() if s.done()],
+        "reused": reused,
         "steps": outcome,
     }
     deps_of = {t["id"]: t["deps"] for t in tasks}
@@ -234,7 +236,7 @@ def _submit_and_wait(
                     own = isinstance(cause, StepFailed) and cause.step_id == step_id
                     if not upstream:
                         outcome[step_id] = {"status": "failed", "error": str(cause) if own else f"{step_id}: {e}"}
-                        print(f"        {step_id} failed (log: {tasks_log(tasks, step_id)})", flush=True)
+                        print(f"        {step_id} failed (log: {log_of[step_id]})", flush=True)
                     else:
                         outcome[step_id] = {"status": "skipped"}
                 else:
@@ -242,14 +244,10 @@ def _submit_and_wait(
                     outcome[step_id] = {"status": "ran", "start": start, "end": end, "seconds": round(end - start, 2)}
                     outcome[step_id]["node"] = r["node"]
                     print(f"        {step_id} done in {end - start:.1f}s ({start:.1f}s-{end:.1f}s)", flush=True)
-                outcome[step_id]["log"] = tasks_log(tasks, step_id)
+                outcome[step_id]["log"] = log_of[step_id]
                 atomic_write_json(plan.layout.jobs_dir / STEPS_FILE, timeline)
     except KeyboardInterrupt:
         for ref in by_ref:
             ray.cancel(ref)  # not forced: the task's subprocess.run kills the step's process
         raise
     return outcome
-
-
-def tasks_log(tasks: list[dict[str, Any]], step_id: str) -> str:
-    return next(t["log"] for t in tasks if t["id"] == step_id)
