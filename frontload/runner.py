@@ -65,6 +65,12 @@ def build_plan(study: Study, data_executor: str = "local") -> StudyPlan:
     plan.prefixes, plan.notes = plan_prefixes(study)
     # Groups are listed outer before inner, so an arm ends up with its innermost group.
     branch_of = {arm: group for group in plan.prefixes for arm in group.arms}
+    # Evaluations read the perplexity corpora's shard sets: added before any arm, so that every
+    # evaluation waits for them (side by side on a cluster), whichever arm reads them first.
+    pretrained = {src for arm in study.arms for st in arm.pretrain for src in st.weights}
+    plan.perplexity = [
+        _add_shards(plan, c, False) for c in study.eval.perplexity_on if c in pretrained or f"shards:{c}" in plan.steps
+    ]
     # Seed by seed, so that a first seed of every arm is complete before the next one starts.
     for seed in study.seeds:
         for group in plan.prefixes:
@@ -422,7 +428,7 @@ def _add_eval(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step, tas
             kind="eval",
             fingerprint=fp,
             output=plan.layout.eval_run(arm.name, phase_step.kind, fp, seed=seed),
-            deps=[phase_step.id, *task_ids],
+            deps=[phase_step.id, *task_ids, *plan.perplexity],
             resources="gpu",
             action=S.eval_action(plan, arm, seed, phase_step),
             seed=seed,

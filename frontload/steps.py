@@ -66,6 +66,7 @@ class StudyPlan:
         self.steps: dict[str, Step] = {}
         self.prefixes: list[Any] = []  # runner.PrefixGroup: arms that train their first stages once
         self.notes: list[str] = []  # why arms that could have shared a prefix do not
+        self.perplexity: list[str] = []  # shard steps every evaluation reads for its perplexity
 
     def add(self, step: Step) -> Step:
         self.steps[step.id] = step
@@ -429,7 +430,7 @@ def eval_action(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step):
 
         ckpt = final_checkpoint(phase_step)
         tasks = [task_spec(plan, t) for t in study.eval.tasks]
-        perplexity = [str(plan[f"shards:{c}"].output) for c in study.eval.perplexity_on if f"shards:{c}" in plan.steps]
+        perplexity = [str(plan[s].output) for s in plan.perplexity]
         config = from_mapping(
             EvalConfig,
             {**study.eval.decoding(), "seed": seed, "perplexity": perplexity},
