@@ -1,10 +1,11 @@
 """Run a data step's datatrove pipeline on local processes, Slurm jobs or a Ray cluster.
 
 Data stages build their pipeline and hand it to :func:`run_pipeline`; the study runner chooses the
-kind (``frontload run --data-executor``). A Ray pipeline joins the cluster ``RAY_ADDRESS`` names (the
-study's Ray driver sets it for every step it starts), so it never starts a second one. Slurm settings come from the environment
-(``FRONTLOAD_SLURM_PARTITION``, ``FRONTLOAD_SLURM_TIME``, ``FRONTLOAD_SLURM_CPUS``), so a study
-file stays the same on a laptop and on a cluster. Every kind returns only when the work is done.
+kind (``frontload run --data-executor``). A Ray pipeline joins the cluster ``RAY_ADDRESS`` names
+(the study's Ray driver sets it for every step it starts), so it never starts a second one. Slurm
+settings come from the environment (``FRONTLOAD_SLURM_PARTITION``, ``FRONTLOAD_SLURM_TIME``,
+``FRONTLOAD_SLURM_CPUS``), so a study file stays the same on a laptop and on a cluster. Every kind
+returns only when the work is done, and a Ray pipeline with a failed task raises.
 """
 
 from __future__ import annotations
