@@ -66,6 +66,7 @@ def _overlap(a: dict, b: dict) -> float:
 
 
 @needs_ray
+@pytest.mark.slow
 def test_two_arms_run_side_by_side_on_ray_and_end_as_a_local_run(tmp_path, cluster, capsys):
     from frontload.ray_driver import run_on_ray
 
