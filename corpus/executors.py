@@ -1,9 +1,11 @@
 """Run a data step's datatrove pipeline on local processes, Slurm jobs or a Ray cluster.
 
 Data stages build their pipeline and hand it to :func:`run_pipeline`; the study runner chooses the
-kind (``frontload run --data-executor``). Slurm settings come from the environment
-(``FRONTLOAD_SLURM_PARTITION``, ``FRONTLOAD_SLURM_TIME``, ``FRONTLOAD_SLURM_CPUS``), so a study
-file stays the same on a laptop and on a cluster. Every kind returns only when the work is done.
+kind (``frontload run --data-executor``). A Ray pipeline joins the cluster ``RAY_ADDRESS`` names
+(the study's Ray driver sets it for every step it starts), so it never starts a second one. Slurm
+settings come from the environment (``FRONTLOAD_SLURM_PARTITION``, ``FRONTLOAD_SLURM_TIME``,
+``FRONTLOAD_SLURM_CPUS``), so a study file stays the same on a laptop and on a cluster. Every kind
+returns only when the work is done, and a Ray pipeline with a failed task raises.
 """
 
 from __future__ import annotations
@@ -84,5 +86,10 @@ def run_pipeline(
         except ImportError as e:
             raise FrontloadError(f"--data-executor ray needs ray installed ({e})") from e
         RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir).run()
+        # datatrove's Ray executor logs a task that failed (after its retries) and returns; a step must
+        # not go on without its data.
+        missing = [r for r in range(tasks) if not (Path(logging_dir) / "completions" / f"{r:05d}").exists()]
+        if missing:
+            raise FrontloadError(f"{job_name}: Ray tasks {missing} failed; see {Path(logging_dir) / 'logs'}")
     else:
         raise FrontloadError(f"unknown data executor {kind!r} (choose from {', '.join(KINDS)})")

@@ -1,6 +1,7 @@
 """The filter pipeline: a traces folder in, a filtered corpus folder plus rejects out, every record accounted for.
 
-``run_filters(in_dir, out_dir, config)`` runs datatrove pipelines with ``LocalPipelineExecutor``:
+``run_filters(in_dir, out_dir, config)`` runs datatrove pipelines on local processes, or with
+``executor="slurm"|"ray"`` on a cluster (:func:`frontload.corpus.executors.run_pipeline`):
 
 1. **score** (``tasks`` ranks): row keys, ``verify_v1``, format/length/repetition/truncation/
    non-printable scores, ``steps_v1`` (each arithmetic step recomputed), per-rank rollout counts.
@@ -98,10 +99,19 @@ class FilterConfig:
                 raise ConfigError(f"decontaminate[{i}]", f"eval set file not found: {eval_set_name(spec)[1]}")
 
     def build(
-        self, in_dir: str | Path, out_dir: str | Path, *, tasks: int = 1, workers: int = 1, allow_empty: bool = False
+        self,
+        in_dir: str | Path,
+        out_dir: str | Path,
+        *,
+        tasks: int = 1,
+        workers: int = 1,
+        allow_empty: bool = False,
+        executor: str = "local",
     ) -> FilterRun:
         """The runnable pipeline for one input folder."""
-        return FilterRun(Path(in_dir), Path(out_dir), self, tasks=tasks, workers=workers, allow_empty=allow_empty)
+        return FilterRun(
+            Path(in_dir), Path(out_dir), self, tasks=tasks, workers=workers, allow_empty=allow_empty, executor=executor
+        )
 
 
 class RejectWriter(JsonlWriter):
@@ -178,8 +188,10 @@ class FilterRun:
         tasks: int = 1,
         workers: int = 1,
         allow_empty: bool = False,
+        executor: str = "local",
     ):
         self.in_dir, self.out_dir, self.config = in_dir, out_dir, config
+        self.executor = executor  # where the datatrove stages run: local, slurm or ray
         self.allow_empty = allow_empty  # keep a corpus that kept nothing instead of failing
         self.tasks, self.workers = max(1, tasks), max(1, workers)
         self.files = _input_files(in_dir)
@@ -196,15 +208,17 @@ class FilterRun:
 
     # ------------------------------------------------------------------------------------------
     def _exec(self, name: str, pipeline: list, tasks: int) -> dict[str, Any] | None:
-        from datatrove.executor import LocalPipelineExecutor
+        from frontload.corpus.executors import run_pipeline
 
-        from frontload.corpus.executors import quiet_user_errors
-
-        quiet_user_errors()
         logs = self.work / "logs" / name
-        LocalPipelineExecutor(
-            pipeline=pipeline, tasks=tasks, workers=min(self.workers, tasks), logging_dir=str(logs)
-        ).run()
+        run_pipeline(
+            pipeline,
+            kind=self.executor,
+            tasks=tasks,
+            workers=min(self.workers, tasks),
+            logging_dir=str(logs),
+            job_name=f"filters-{name}",
+        )
         # Merge every rank's own file: after a resume, the executor's stats.json holds only the ranks it reran.
         from datatrove.utils.stats import PipelineStats
 
@@ -429,10 +443,13 @@ def run_filters(
     tasks: int = 1,
     workers: int = 1,
     allow_empty: bool = False,
+    executor: str = "local",
 ) -> Manifest:
     """Filter a traces folder into a corpus folder with rejects and a balanced drop account (restartable).
 
-    A run that keeps no record is an error carrying the drop account, unless ``allow_empty``.
+    A run that keeps no record is an error carrying the drop account, unless ``allow_empty``. The
+    datatrove stages run on ``executor`` (local, slurm or ray); the accounting reads the shared folder.
     """
     cfg = config or FilterConfig()
-    return cfg.build(in_dir, out_dir, tasks=tasks, workers=workers, allow_empty=allow_empty).run()
+    run = cfg.build(in_dir, out_dir, tasks=tasks, workers=workers, allow_empty=allow_empty, executor=executor)
+    return run.run()

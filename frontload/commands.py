@@ -28,7 +28,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from frontload.study_file import load_study
 
     study = load_study(args.study, workspace=args.workspace)
-    if args.executor != "local":
+    if args.executor == "ray":
+        from frontload.ray_driver import run_on_ray
+
+        return run_on_ray(study, address=args.ray_address, dry_run=args.dry_run, report=not args.no_report)
+    if args.executor == "slurm":
         from frontload.jobs import write_job_scripts
 
         return write_job_scripts(study, executor=args.executor, submit=not args.dry_run, partition=args.partition)
@@ -71,7 +75,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--executor",
         choices=["local", "slurm", "ray"],
         default="local",
-        help="local runs here; slurm/ray write job scripts (and submit them unless --dry-run)",
+        help="local runs here; slurm writes job scripts (and submits them unless --dry-run); ray runs every "
+        "step as a Ray task once the steps it reads are done (--dry-run: writes the plan only)",
     )
     run.add_argument("--no-report", action="store_true", help="skip the DuckDB ingest and report at the end")
     run.add_argument("--verbose", action="store_true", help="also print datatrove's per-task logs")
@@ -88,6 +93,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="run up to N independent steps at once here (overrides [study] jobs; results do not depend on it)",
     )
+    run.add_argument("--ray-address", help="Ray cluster to run on (default: RAY_ADDRESS, else a local instance)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the shipped default study (the paper's question in miniature)")

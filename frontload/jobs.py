@@ -1,10 +1,12 @@
-"""Scale-out: a study's steps as Slurm job scripts (or a Ray driver script), chained by dependency.
+"""Scale-out on Slurm: a study's steps as job scripts, chained by dependency.
 
 Training phases run as ``torchrun`` jobs under ``sbatch`` (one node, all its GPUs); data steps run
-``frontload run --only STEP --data-executor slurm|ray``, which hands their datatrove pipelines to
-datatrove's ``SlurmPipelineExecutor`` / ``RayPipelineExecutor``. Steps already complete in the
-workspace are left out, so a resubmission after a failure continues where the last one stopped.
-``submit.sh`` submits the jobs in dependency order with ``--dependency=afterok``.
+``frontload run --only STEP --data-executor slurm``, which hands their datatrove pipelines to
+datatrove's ``SlurmPipelineExecutor``. Steps already complete in the workspace are left out, so a
+resubmission after a failure continues where the last one stopped. ``submit.sh`` submits the jobs
+in dependency order with ``--dependency=afterok`` on exactly the steps each one reads, so steps that
+do not depend on each other (arms, seeds) wait for nothing but their own inputs and run side by side.
+Ray runs a study through a driver instead (:mod:`frontload.ray_driver`); it shares :func:`step_args`.
 
 Every value that reaches a script (paths, step ids) passes through :func:`_word`, which shell-quotes
 it and refuses line breaks and other control characters (a comment or an ``#SBATCH`` line cannot
@@ -40,9 +42,14 @@ def _word(value: object) -> str:
     return shlex.quote(text)
 
 
+def step_args(study: Study, step) -> list[str]:
+    """The ``frontload run`` arguments that run one step as a job of its own (Slurm job or Ray task)."""
+    # The workspace is passed explicitly, so a `--workspace` given when the jobs were written holds in them.
+    return [str(study.path.resolve()), "--workspace", str(study.workspace), "--only", step.id, "--no-report"]
+
+
 def _step_command(study: Study, step, executor: str) -> str:
-    # The workspace is passed explicitly, so a `--workspace` given when the scripts were written holds in the jobs.
-    args = f"{_word(study.path.resolve())} --workspace {_word(study.workspace)} --only {_word(step.id)} --no-report"
+    args = " ".join(_word(a) for a in step_args(study, step))
     if step.resources == "gpu":
         gpus = "${GPUS_PER_NODE:-" + str(GPUS_PER_NODE) + "}"
         return f"torchrun --nnodes=1 --nproc-per-node={gpus} -m frontload run {args}"
@@ -79,49 +86,38 @@ def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
 
 
 def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: str | None = None) -> int:
-    """Write (and optionally submit) the job scripts of every step that is not complete."""
+    """Write (and optionally submit) the Slurm job scripts of every step that is not complete.
+
+    Ray runs a study through its own driver (:mod:`frontload.ray_driver`), not through scripts.
+    """
+    if executor != "slurm":
+        raise FrontloadError(f"job scripts are written for Slurm only, not {executor!r}")
     plan = build_plan(study)
     jobs = plan.layout.jobs_dir
     (jobs / "logs").mkdir(parents=True, exist_ok=True)
     todo = [s for s in plan.ordered() if not s.done()]
-    if executor == "slurm":
-        submit_lines = [
-            "#!/bin/bash",
-            "# Submits every unfinished step of the study, chained with afterok.",
-            "set -euo pipefail",
-            'cd "$(dirname "$0")"',
-        ]
-        var = {}
-        for i, step in enumerate(todo):
-            name = f"{i:02d}-{_job_name(step.id)}.sbatch"
-            atomic_write(jobs / name, slurm_script(study, step, partition=partition))
-            deps = [var[d] for d in step.deps if d in var]
-            dep = f"--dependency=afterok:{':'.join('$' + d for d in deps)} " if deps else ""
-            var[step.id] = f"J{i}"
-            submit_lines.append(f"J{i}=$(sbatch --parsable {dep}{name})")
-        report_deps = ":".join("$" + v for v in var.values())
-        report = f"cd {_word(Path.cwd())} && frontload report {_word(study.workspace)}"  # ingests what is new first
-        dep = f"--dependency=afterok:{report_deps} " if report_deps else ""
-        submit_lines.append(f"sbatch {dep}--job-name=frontload-report --wrap {shlex.quote(report)}")
-        atomic_write(jobs / "submit.sh", "\n".join(submit_lines) + "\n")
-        os.chmod(jobs / "submit.sh", 0o755)
-        print(f"wrote {len(todo)} job scripts and {jobs / 'submit.sh'}")
-        if submit:
-            subprocess.run(["bash", str(jobs / "submit.sh")], check=True)
-        return 0
-    # Ray: one driver runs the data steps on a Ray cluster and the training phases with torchrun.
-    lines = [
+    submit_lines = [
         "#!/bin/bash",
-        "# Run on the Ray head node: data steps on Ray, training phases with torchrun.",
+        "# Submits every unfinished step of the study, chained with afterok.",
         "set -euo pipefail",
-        f"cd {_word(Path.cwd())}",
+        'cd "$(dirname "$0")"',
     ]
-    for step in todo:
-        lines.append(_step_command(study, step, "ray"))
-    lines.append(f"frontload report {_word(study.workspace)}")  # ingests what is new first
-    atomic_write(jobs / "ray_driver.sh", "\n".join(lines) + "\n")
-    os.chmod(jobs / "ray_driver.sh", 0o755)
-    print(f"wrote {jobs / 'ray_driver.sh'} ({len(todo)} steps)")
+    var = {}
+    for i, step in enumerate(todo):
+        name = f"{i:02d}-{_job_name(step.id)}.sbatch"
+        atomic_write(jobs / name, slurm_script(study, step, partition=partition))
+        deps = [var[d] for d in step.deps if d in var]
+        dep = f"--dependency=afterok:{':'.join('$' + d for d in deps)} " if deps else ""
+        var[step.id] = f"J{i}"
+        # `--parsable` answers "id" or, on a federation of clusters, "id;cluster": a dependency takes the id.
+        submit_lines += [f"J{i}=$(sbatch --parsable {dep}{name})", f"J{i}=${{J{i}%%;*}}"]
+    report_deps = ":".join("$" + v for v in var.values())
+    report = f"cd {_word(Path.cwd())} && frontload report {_word(study.workspace)}"  # ingests what is new first
+    dep = f"--dependency=afterok:{report_deps} " if report_deps else ""
+    submit_lines.append(f"sbatch {dep}--job-name=frontload-report --wrap {shlex.quote(report)}")
+    atomic_write(jobs / "submit.sh", "\n".join(submit_lines) + "\n")
+    os.chmod(jobs / "submit.sh", 0o755)
+    print(f"wrote {len(todo)} job scripts and {jobs / 'submit.sh'}")
     if submit:
-        subprocess.run(["bash", str(jobs / "ray_driver.sh")], check=True)
+        subprocess.run(["bash", str(jobs / "submit.sh")], check=True)
     return 0

@@ -66,6 +66,7 @@ class StudyPlan:
         self.steps: dict[str, Step] = {}
         self.prefixes: list[Any] = []  # runner.PrefixGroup: arms that train their first stages once
         self.notes: list[str] = []  # why arms that could have shared a prefix do not
+        self.perplexity: list[str] = []  # shard steps every evaluation reads for its perplexity
 
     def add(self, step: Step) -> Step:
         self.steps[step.id] = step
@@ -178,13 +179,16 @@ def corpus_action(plan: StudyPlan, name: str, corpus: CorpusSection):
                     "teacher_id": f"teacher:{teacher}@{plan[f'teacher:{teacher}'].fingerprint}",
                     "seq_len": seq_len,
                 }
-            generate_traces(current, nxt, generate_config(corpus, where, **resolved))
+            generate_traces(current, nxt, generate_config(corpus, where, **resolved), executor=plan.data_executor)
             current = nxt
         if corpus.filters:
             from frontload.filters.pipeline import run_filters
 
-            cfg = filter_config(corpus, where, [f"{t.name}={task_spec(plan, t).path}" for t in study.eval.tasks])
-            run_filters(current, out, cfg)
+            # Task folders are read only for `decontaminate = true`: only then is the corpus step planned
+            # after the task steps, and run side by side with them (Ray, Slurm) they may not exist yet.
+            tasks = study.eval.tasks if corpus.filters.get("decontaminate") is True else []
+            cfg = filter_config(corpus, where, [f"{t.name}={task_spec(plan, t).path}" for t in tasks])
+            run_filters(current, out, cfg, executor=plan.data_executor)
 
     return action
 
@@ -426,7 +430,7 @@ def eval_action(plan: StudyPlan, arm: ArmSection, seed: int, phase_step: Step):
 
         ckpt = final_checkpoint(phase_step)
         tasks = [task_spec(plan, t) for t in study.eval.tasks]
-        perplexity = [str(plan[f"shards:{c}"].output) for c in study.eval.perplexity_on if f"shards:{c}" in plan.steps]
+        perplexity = [str(plan[s].output) for s in plan.perplexity]
         config = from_mapping(
             EvalConfig,
             {**study.eval.decoding(), "seed": seed, "perplexity": perplexity},

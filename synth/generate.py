@@ -444,7 +444,7 @@ def _inference_config(cfg: GenerateConfig, out_dir: Path):
     if cfg.server == "endpoint":
         api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         base = _endpoint_base(cfg.endpoint)
-        local = base.startswith(("http://localhost", "http://127.0.0.1"))
+        local = _is_local_url(base)
         # datatrove posts to {url}/v1/... itself for local URLs; the OpenAI client wants the /v1 base.
         url = base if local else f"{base}/v1"
         return InferenceConfig(server_type="endpoint", endpoint_url=url, api_key=api_key or "none", **common)
@@ -490,9 +490,29 @@ def _run_fingerprint(cfg: GenerateConfig, problems_fp: str) -> str:
     return fingerprint("synth.traces", semantic, problems_fp)
 
 
-def generate_traces(problems_dir: str | os.PathLike, out_dir: str | os.PathLike, config: GenerateConfig) -> Manifest:
-    """Sample ``config.rollouts`` teacher traces per problem into a corpus folder; resumes an unfinished run."""
-    from datatrove.executor import LocalPipelineExecutor
+def pipeline_executor(cfg: GenerateConfig, executor: str) -> str:
+    """Where the sampling pipeline runs: on the cluster ``executor`` only when every node reaches the server.
+
+    A ``vllm`` server is started by each task on the node it runs on, with the model and accelerator
+    the step's own node has (datatrove's Slurm and Ray executors here reserve CPUs only), and a
+    localhost endpoint answers only on this node: both keep the pipeline in the step's process.
+    """
+    if cfg.server == "dummy" or (cfg.server == "endpoint" and not _is_local_url(_endpoint_base(cfg.endpoint))):
+        return executor
+    return "local"
+
+
+def _is_local_url(url: str) -> bool:
+    return url.startswith(("http://localhost", "http://127.0.0.1"))
+
+
+def generate_traces(
+    problems_dir: str | os.PathLike, out_dir: str | os.PathLike, config: GenerateConfig, *, executor: str = "local"
+) -> Manifest:
+    """Sample ``config.rollouts`` teacher traces per problem into a corpus folder; resumes an unfinished run.
+
+    ``executor`` (local, slurm or ray) runs the pipeline's tasks where :func:`pipeline_executor` allows.
+    """
     from datatrove.pipeline.inference.run_inference import InferenceRunner
     from datatrove.pipeline.inference.types import InferenceError, ServerError
     from datatrove.pipeline.readers import JsonlReader
@@ -532,14 +552,21 @@ def generate_traces(problems_dir: str | os.PathLike, out_dir: str | os.PathLike,
         shuffle_files=False,
         add_file_path=False,
     )
-    executor = LocalPipelineExecutor(
-        pipeline=[reader, runner], tasks=cfg.tasks, workers=1, logging_dir=str(out_dir / "logs")
-    )
+    from frontload.corpus.executors import run_pipeline
+
     env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", f"{cfg.kv_cache_gib:g}")}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    kind = pipeline_executor(cfg, executor)
     try:
         with _env(**env):
-            executor.run()
+            run_pipeline(
+                [reader, runner],
+                kind=kind,
+                tasks=cfg.tasks,
+                workers=1 if kind == "local" else cfg.tasks,  # here each task's server has the node to itself
+                logging_dir=str(out_dir / "logs"),
+                job_name=f"traces-{out_dir.name}",
+            )
     except ServerError as e:
         logs = out_dir / "logs" / "server"
         tail = ""

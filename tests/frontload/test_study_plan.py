@@ -50,6 +50,23 @@ def test_every_step_is_planned_in_dependency_order(tmp_path):
     assert "shards:hq:sft" in ids and "shards:web" in ids and "shards:reasoning" in ids
 
 
+def test_every_evaluation_waits_for_the_perplexity_shards_whichever_arm_reads_them(tmp_path):
+    # Only the second arm pretrains on `reasoning`; the first arm's evaluations read its shard set too,
+    # so on a cluster, where arms run side by side, they must wait for it.
+    study = _study(
+        tmp_path,
+        lambda t: t.replace(
+            "max_new_tokens = 24\ntasks", 'max_new_tokens = 24\nperplexity_on = ["reasoning", "hq"]\ntasks'
+        ),
+    )
+    plan = build_plan(study)
+    ids = [s.id for s in plan.ordered()]
+    assert plan.perplexity == ["shards:reasoning"]  # hq has SFT shards only: no perplexity set
+    for step in plan.ordered():
+        if step.kind == "eval":
+            assert "shards:reasoning" in step.deps and ids.index("shards:reasoning") < ids.index(step.id)
+
+
 def test_changing_only_sft_reuses_corpora_shards_and_pretraining(tmp_path):
     _mark_all_done(build_plan(_study(tmp_path)))
     rerun = _to_run(tmp_path, lambda t: t.replace("optim = { lr = 1e-3 }", "optim = { lr = 5e-4 }"))
