@@ -458,7 +458,7 @@ VIEWS: tuple[View, ...] = (
                 "verdict",
                 "VARCHAR",
                 "persists (interval above 0 after every phase), washed_out (above 0 after the first phase, not after "
-                "the last), emerges (not above 0 after the first, above 0 after the last), hurts (below 0 after the "
+                "the last, the last interval below the first gain), emerges (not above 0 after the first, above 0 after the last), hurts (below 0 after the "
                 "last), else inconclusive; null without intervals",
             ),
         ),

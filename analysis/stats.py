@@ -139,7 +139,9 @@ def verdict(by_phase: Sequence[Interval | None]) -> str:
 
     * ``persists``: above zero after every phase;
     * ``hurts``: below zero after the last phase;
-    * ``washed_out``: above zero after the first phase, not after the last;
+    * ``washed_out``: above zero after the first phase, not after the last, and the last interval
+      lies below the first gain (the data rule out that the first gain was kept whole; an interval
+      too wide to say so is ``inconclusive``);
     * ``emerges``: not above zero after the first phase, above zero after the last;
     * ``inconclusive``: anything else (e.g. no interval excludes zero, or a gain that comes and goes).
     """
@@ -150,7 +152,7 @@ def verdict(by_phase: Sequence[Interval | None]) -> str:
         return "persists"
     if bad(last):
         return "hurts"
-    if good(first) and not good(last):
+    if good(first) and not good(last) and last is not None and last.high < first.mean:
         return "washed_out"
     if not good(first) and good(last):
         return "emerges"

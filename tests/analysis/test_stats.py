@@ -90,6 +90,8 @@ def _iv(low: float, high: float) -> Interval:
     [
         ([(0.1, 0.3), (0.05, 0.2), (0.01, 0.1)], "persists"),
         ([(0.1, 0.3), (-0.05, 0.2), (-0.1, 0.1)], "washed_out"),
+        # Not above zero after the last phase, but too wide to rule out the first gain: not a wash-out.
+        ([(0.1, 0.14), (-0.07, 0.41), (-0.08, 0.43)], "inconclusive"),
         ([(-0.1, 0.1), (0.0, 0.2), (0.05, 0.2)], "emerges"),
         ([(0.1, 0.3), (-0.1, 0.1), (-0.3, -0.1)], "hurts"),
         ([(-0.1, 0.1), (-0.1, 0.1), (-0.1, 0.1)], "inconclusive"),
