@@ -9,7 +9,7 @@ one-thread model, two jobs on two cores halve the wall time.
 The results are the same as a sequential run, bit for bit: every step reads only its dependencies'
 outputs and pins its own seed, and each worker pins the same thread count (test:
 ``test_parallel_run_equals_sequential``). Each step's output (progress lines, datatrove logs) goes to
-``<workspace>/logs/<step>.log``, so that two steps' lines do not interleave; the console shows when
+``<workspace>/logs/<step>-<fingerprint>.log``, so that two steps' lines do not interleave; the console shows when
 each step starts and ends, and, when one fails, the tail of its log; ``logs/timeline.json`` keeps
 when each step ran. A failure stops new steps from
 starting; the steps already running finish and are kept, so the next run resumes after them.
@@ -36,8 +36,10 @@ TIMELINE = "timeline.json"  # in <workspace>/logs: step, start, end (Unix second
 
 
 def log_path(plan: StudyPlan, step_id: str) -> Path:
-    """Where a step's output goes when it runs in a worker: one file per step, named after its id."""
-    return plan.ws / "logs" / (re.sub(r"[^A-Za-z0-9_.-]", "-", step_id) + ".log")
+    """Where a step's output goes when it runs in a worker: one file per step, named after its id and
+    fingerprint (two studies sharing a workspace can run the same step id with other settings)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", step_id)
+    return plan.ws / "logs" / f"{name}-{plan[step_id].fingerprint[:8]}.log"
 
 
 def _tail(path: Path, n: int = LOG_TAIL) -> str:
@@ -124,6 +126,7 @@ def run_parallel(
                         continue
                     failed.append(sid)
                     print(f"[{finished:>2}/{total}] {sid:<32} FAILED: {error}", flush=True)
+                    print(f"        log: {log_path(plan, sid)}", flush=True)
                     print(_tail(log_path(plan, sid)), flush=True)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)

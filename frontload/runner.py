@@ -25,6 +25,7 @@ import importlib.metadata
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +406,9 @@ def run_step_logged(study: Study, step_id: str, log: str, threads: int | None, d
     try:
         # Planned afresh in the worker: a plan holds closures, which do not travel between processes.
         run_step(build_plan(study, data_executor=data_executor)[step_id])
+    except BaseException:
+        traceback.print_exc()  # into the step's log, whose tail the console shows
+        raise
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

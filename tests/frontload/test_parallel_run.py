@@ -60,7 +60,8 @@ def test_parallel_run_equals_sequential_and_overlaps(tmp_path):
     ws = tmp_path / "parallel" / "ws"
     timeline = json.loads((ws / "logs" / "timeline.json").read_text())
     assert all(t["ok"] for t in timeline) and len(timeline) >= 20
-    assert "start pretrain:front_loaded:s2" in out and (ws / "logs" / "pretrain-front_loaded-s2.log").stat().st_size
+    assert "start pretrain:front_loaded:s2" in out
+    assert next((ws / "logs").glob("pretrain-front_loaded-s2-*.log")).stat().st_size  # the step's own output
     # Steps of different seeds (or arms) ran at the same time, and no step started before its inputs.
     spans = {t["step"]: (t["start"], t["end"]) for t in timeline}
     overlapping = [
@@ -72,6 +73,28 @@ def test_parallel_run_equals_sequential_and_overlaps(tmp_path):
     seq, par = _results(tmp_path / "sequential" / "ws"), _results(ws)
     assert seq.keys() == par.keys() and any(str(k[-1]).startswith("model_") for k in seq)
     assert [k for k in seq if seq[k] != par[k]] == []
+
+
+def test_a_failed_step_stops_what_needs_it_and_shows_its_log(tmp_path):
+    # A vocabulary smaller than the corpora's characters: SentencePiece refuses it in the tokenizer step.
+    (tmp_path / "study.toml").write_text(TINY.read_text().replace("vocab_size = 600", "vocab_size = 256"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "frontload", "run", "study.toml", "--no-report", "--jobs", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "tokenizer" in proc.stdout and "FAILED" in proc.stdout
+    # The console shows the error, then the tail of the step's log, which holds the traceback.
+    assert proc.stdout.count("byte fallback alone needs 256 pieces") >= 2 and "| Traceback" in proc.stdout
+    assert "1 step(s) failed: tokenizer" in proc.stderr and "finished steps are kept" in proc.stderr
+    ws = tmp_path / "ws"
+    timeline = {t["step"]: t["ok"] for t in json.loads((ws / "logs" / "timeline.json").read_text())}
+    assert timeline["tokenizer"] is False and timeline["corpus:web"] is True
+    assert not any(s.startswith(("shards", "pretrain", "sft", "eval")) for s in timeline)  # never started
+    assert not (ws / "frontload.duckdb").exists()
 
 
 def test_jobs_must_be_a_positive_number(tmp_path):
