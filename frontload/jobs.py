@@ -45,7 +45,9 @@ def _word(value: object) -> str:
 def step_args(study: Study, step) -> list[str]:
     """The ``frontload run`` arguments that run one step as a job of its own (Slurm job or Ray task)."""
     # The workspace is passed explicitly, so a `--workspace` given when the jobs were written holds in them.
-    return [str(study.path.resolve()), "--workspace", str(study.workspace), "--only", step.id, "--no-report"]
+    # --jobs 1: the job is the unit of concurrency here; a study's `jobs` is for running on one machine.
+    args = [str(study.path.resolve()), "--workspace", str(study.workspace), "--only", step.id, "--no-report"]
+    return [*args, "--jobs", "1"]
 
 
 def _step_command(study: Study, step, executor: str) -> str:

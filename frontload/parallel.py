@@ -11,12 +11,14 @@ outputs and pins its own seed, and each worker pins the same thread count (test:
 ``test_parallel_run_equals_sequential``). Each step's output (progress lines, datatrove logs) goes to
 ``<workspace>/logs/<step>-<fingerprint>.log``, so that two steps' lines do not interleave; the console shows when
 each step starts and ends, and, when one fails, the tail of its log; ``logs/timeline.json`` keeps
-when each step ran. A failure stops new steps from
+when each step ran (a rerun adds to it). On a machine with CUDA, training and evaluation steps run
+one at a time (each would take the first GPU); data steps still run beside them. A failure stops new steps from
 starting; the steps already running finish and are kept, so the next run resumes after them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -73,6 +75,14 @@ def _chain_lengths(todo: dict[str, Step]) -> dict[str, int]:
     return length
 
 
+def _gpu_slots(jobs: int) -> int:
+    """How many training or evaluation steps may run at once: one per machine with CUDA (they would
+    share its first GPU), else ``jobs`` (on a CPU each worker has its own threads)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else jobs
+
+
 def run_parallel(
     plan: StudyPlan, steps: list[Step], jobs: int, worker: Callable[..., float], *, data_executor: str = "local"
 ) -> None:
@@ -87,15 +97,20 @@ def run_parallel(
     for step in steps:
         if step.id not in todo:
             print(f"        {step.id:<32} reuse", flush=True)
-    missing = sorted({d for s in todo.values() for d in s.deps if d not in todo and not plan[d].done()})
-    if missing:
-        raise FrontloadError(f"steps {', '.join(todo)} need {', '.join(missing)} first (run without --only)")
+    waiting = {s.id: [d for d in s.deps if d not in todo and not plan[d].done()] for s in todo.values()}
+    waiting = {sid: deps for sid, deps in waiting.items() if deps}
+    if waiting:
+        need = "; ".join(f"{sid} needs {', '.join(deps)}" for sid, deps in waiting.items())
+        raise FrontloadError(f"{need}: run those first (or run without --only)")
     (plan.ws / "logs").mkdir(parents=True, exist_ok=True)
     threads = plan.study.study.threads
     order = sorted(todo, key=_chain_lengths(todo).__getitem__, reverse=True)  # stable: plan order breaks ties
     total = len(order)
     running: dict[Future, tuple[str, float]] = {}
-    timeline: list[dict] = []  # when each step ran, for a person (or a test) to see what overlapped
+    # When each step ran, for a person (or a test) to see what overlapped; a rerun adds to it.
+    timeline_file = plan.ws / "logs" / TIMELINE
+    timeline: list[dict] = json.loads(timeline_file.read_text()) if timeline_file.exists() else []
+    gpu_slots = _gpu_slots(jobs)
     failed: list[str] = []
     finished = 0
     # spawn, not fork: torch and vLLM start threads that a forked child would inherit in a bad state.
@@ -106,6 +121,9 @@ def run_parallel(
                     for sid in [s for s in order if all(d not in todo for d in todo[s].deps)]:
                         if len(running) >= jobs:
                             break
+                        on_gpu = sum(todo[r].resources == "gpu" for r, _ in running.values())
+                        if todo[sid].resources == "gpu" and on_gpu >= gpu_slots:
+                            continue
                         order.remove(sid)
                         log = str(log_path(plan, sid))
                         future = pool.submit(worker, plan.study, sid, log, threads, data_executor)
@@ -119,7 +137,7 @@ def run_parallel(
                     error = future.exception()
                     finished += 1
                     timeline.append({"step": sid, "start": t0, "end": time.time(), "ok": error is None})
-                    atomic_write_json(plan.ws / "logs" / TIMELINE, timeline)
+                    atomic_write_json(timeline_file, timeline)
                     if error is None:
                         del todo[sid]
                         print(f"[{finished:>2}/{total}] {sid:<32} done in {time.time() - t0:.1f}s", flush=True)

@@ -129,14 +129,40 @@ def _run_step(step_id: str, argv: list[str], cwd: str, log: str, env: dict[str, 
 
     argv = [sys.executable if a == "python" else a for a in argv[:1]] + argv[1:]
     start = time.time()
-    # subprocess.run kills the step's process if this task is cancelled (Ctrl-C of the driver).
+    # Its own process group, so that a cancelled task (Ctrl-C of the driver) stops the step's whole tree:
+    # torchrun's ranks or a worker's processes, not only the process started here.
     with open(log, "w", encoding="utf-8") as out:
-        rc = subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            rc = proc.wait()
+        except BaseException:
+            _stop_group(proc)
+            raise
     end = time.time()
     if rc != 0:
         tail = "\n".join(Path(log).read_text(encoding="utf-8", errors="replace").splitlines()[-TAIL_LINES:])
         raise StepFailed(step_id, f"{step_id} exited with status {rc} (log: {log})\n{tail}")
     return {"start": start, "end": end, "node": ray.util.get_node_ip_address()}
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the step's process group, SIGKILL after a grace period."""
+    import signal
+
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        if grace is None:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _connect(ray: Any, address: str | None) -> bool:
@@ -248,6 +274,6 @@ def _submit_and_wait(
                 atomic_write_json(plan.layout.jobs_dir / STEPS_FILE, timeline)
     except KeyboardInterrupt:
         for ref in by_ref:
-            ray.cancel(ref)  # not forced: the task's subprocess.run kills the step's process
+            ray.cancel(ref)  # not forced: the task stops its step's process group
         raise
     return outcome

@@ -386,6 +386,17 @@ def run_step(step: Step) -> None:
         atomic_write(step.output / DONE, f"{final}\n")
 
 
+def portable_error(e: BaseException) -> FrontloadError:
+    """``e`` as an error that survives the way back from a worker process.
+
+    An exception whose constructor takes other arguments than its message (``ConfigError(key,
+    message)``) cannot be rebuilt in the parent, and ``ProcessPoolExecutor`` then declares the whole
+    pool broken, killing the other steps that were running.
+    """
+    text = str(e) if isinstance(e, FrontloadError) else f"{type(e).__name__}: {e}"
+    return FrontloadError(text)
+
+
 def run_step_logged(study: Study, step_id: str, log: str, threads: int | None, data_executor: str) -> float:
     """One step in a worker process, its output written to ``log``; returns its seconds."""
     from loguru import logger
@@ -406,9 +417,11 @@ def run_step_logged(study: Study, step_id: str, log: str, threads: int | None, d
     try:
         # Planned afresh in the worker: a plan holds closures, which do not travel between processes.
         run_step(build_plan(study, data_executor=data_executor)[step_id])
-    except BaseException:
-        traceback.print_exc()  # into the step's log, whose tail the console shows
+    except KeyboardInterrupt:
         raise
+    except BaseException as e:
+        traceback.print_exc()  # into the step's log, whose tail the console shows
+        raise portable_error(e) from None
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -467,6 +480,8 @@ def run_study(
     steps = [plan[s] for s in only] if only else plan.ordered()
     started = time.time()
     jobs = jobs or study.study.jobs
+    if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        jobs = 1  # one step's ranks under torchrun: a pool in every rank would run the step N times over
     if jobs > 1:
         from frontload.parallel import run_parallel
 

@@ -106,3 +106,30 @@ def test_jobs_must_be_a_positive_number(tmp_path):
         text=True,
     )
     assert proc.returncode != 0 and "--jobs" in proc.stderr and "at least 1" in proc.stderr
+
+
+def test_an_error_that_cannot_cross_back_from_a_worker_is_made_one_that_can():
+    # ConfigError(key, message) pickles but cannot be rebuilt in the parent; ProcessPoolExecutor would then
+    # call the whole pool broken and kill the steps running beside the one that failed.
+    import pickle
+
+    from frontload.core.config import ConfigError
+    from frontload.runner import portable_error
+
+    original = ConfigError("lr", "must be positive")
+    with pytest.raises(TypeError):
+        pickle.loads(pickle.dumps(original))
+    back = pickle.loads(pickle.dumps(portable_error(original)))
+    assert "lr" in str(back) and "must be positive" in str(back)
+
+
+def test_cluster_jobs_run_their_one_step_without_a_pool(tmp_path):
+    # A study's `jobs` is for one machine: a Slurm job or Ray task must not start a pool for its one step.
+    from frontload.jobs import step_args
+    from frontload.runner import build_plan
+    from frontload.study_file import load_study
+
+    study = load_study(Path(__file__).parents[2] / "frontload" / "studies" / "default.toml", workspace=str(tmp_path))
+    assert study.study.jobs == 2
+    args = step_args(study, build_plan(study)["sft:baseline:s1"])
+    assert args[args.index("--jobs") + 1] == "1"
