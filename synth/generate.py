@@ -43,7 +43,7 @@ from frontload.core.chat import END, parse_response, render_prompt, render_respo
 from frontload.core.config import ConfigError, as_dict
 from frontload.core.errors import FrontloadError
 from frontload.core.events import RunFolder
-from frontload.core.fingerprint import atomic_write_json, fingerprint
+from frontload.core.fingerprint import atomic_write, atomic_write_json, fingerprint
 from frontload.core.manifest import MANIFEST_NAME, Account, Manifest
 
 RUN_STAMP = ".frontload-traces.json"  # fingerprint of the run a partial folder belongs to
@@ -583,7 +583,23 @@ def generate_traces(
     return _finish(out_dir, cfg, fp, problems, n_problems, teacher)
 
 
+def _in_id_order(folder: Path) -> None:
+    """Rewrite each output file with its records in id order.
+
+    Requests complete in whatever order the server finishes them, so a file's records would follow
+    the timing of the run; which records a file holds is fixed (its input chunk), so sorting within
+    it makes the same run write the same bytes, and a corpus built from it train the same model.
+    """
+    for f in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
+        lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+        ordered = sorted(lines, key=lambda line: json.loads(line)["id"])
+        if ordered != lines:
+            atomic_write(f, "".join(ordered))
+
+
 def _finish(out_dir: Path, cfg: GenerateConfig, fp: str, problems: Manifest, n_problems: int, teacher) -> Manifest:
+    _in_id_order(out_dir / "data")
+    _in_id_order(out_dir / "rejects")
     counts: Counter = Counter({"rollouts": 0, "failures": 0, "answered": 0})
     finish: Counter = Counter()
     seen: set[str] = set()

@@ -34,6 +34,10 @@ def test_dummy_server_writes_one_record_per_problem_and_rollout(problems, tmp_pa
     m = generate_traces(problems, out, GenerateConfig(server="dummy", rollouts=3, records_per_chunk=5))
     rows = read_jsonl(out / "data")
     assert m.counts["problems"] == 12 and m.counts["rollouts"] == 36 and m.counts["failures"] == 0
+    # Each file in id order, whatever order the requests completed in: the same run writes the same bytes.
+    for f in sorted((out / "data").glob("*.jsonl")):
+        ids = [json.loads(line)["id"] for line in f.read_text().splitlines()]
+        assert ids == sorted(ids) and len(ids) > 1, f
     assert m.account.to_dict() == {"in": 36, "kept": 36, "dropped": {"rejected_by_server": 0}}
     assert sorted(r["id"] for r in rows) == sorted(
         f"{p}.{k}" for p in {r["metadata"]["problem_id"] for r in rows} for k in range(3)
