@@ -24,14 +24,11 @@ from pathlib import Path
 
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write
+from frontload.core.workspace import step_file_name
 from frontload.runner import build_plan
 from frontload.study_file import Study
 
 GPUS_PER_NODE = 8
-
-
-def _job_name(step_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", step_id)
 
 
 def _word(value: object) -> str:
@@ -62,7 +59,7 @@ def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
     """The sbatch script of one step."""
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name=frontload-{_job_name(step.id)}",
+        f"#SBATCH --job-name=frontload-{step_file_name(step.id)}",
         # Relative to where sbatch runs (submit.sh runs it in the jobs folder): no path to quote here.
         "#SBATCH --output=logs/%x-%j.out",
         "#SBATCH --nodes=1",
@@ -78,7 +75,7 @@ def slurm_script(study: Study, step, *, partition: str | None = None) -> str:
         lines.append(f"#SBATCH --partition={partition}")
     lines += [
         "set -euo pipefail",
-        f"# step {_job_name(step.id)}: {step.kind}",
+        f"# step {step_file_name(step.id)}: {step.kind}",
         f"# output: {_word(step.output)}",
         f"cd {_word(Path.cwd())}",
         _step_command(study, step, "slurm"),
@@ -106,7 +103,7 @@ def write_job_scripts(study: Study, *, executor: str, submit: bool, partition: s
     ]
     var = {}
     for i, step in enumerate(todo):
-        name = f"{i:02d}-{_job_name(step.id)}.sbatch"
+        name = f"{i:02d}-{step_file_name(step.id)}.sbatch"
         atomic_write(jobs / name, slurm_script(study, step, partition=partition))
         deps = [var[d] for d in step.deps if d in var]
         dep = f"--dependency=afterok:{':'.join('$' + d for d in deps)} " if deps else ""

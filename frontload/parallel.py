@@ -19,7 +19,6 @@ starting; the steps already running finish and are kept, so the next run resumes
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write_json
+from frontload.core.workspace import step_file_name
 
 if TYPE_CHECKING:
     from frontload.steps import Step, StudyPlan
@@ -40,8 +40,7 @@ TIMELINE = "timeline.json"  # in <workspace>/logs: step, start, end (Unix second
 def log_path(plan: StudyPlan, step_id: str) -> Path:
     """Where a step's output goes when it runs in a worker: one file per step, named after its id and
     fingerprint (two studies sharing a workspace can run the same step id with other settings)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", step_id)
-    return plan.ws / "logs" / f"{name}-{plan[step_id].fingerprint[:8]}.log"
+    return plan.ws / "logs" / f"{step_file_name(step_id)}-{plan[step_id].fingerprint[:8]}.log"
 
 
 def _tail(path: Path, n: int = LOG_TAIL) -> str:

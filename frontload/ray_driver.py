@@ -33,7 +33,8 @@ from typing import Any
 
 from frontload.core.errors import FrontloadError
 from frontload.core.fingerprint import atomic_write_json
-from frontload.jobs import GPUS_PER_NODE, _job_name, step_args
+from frontload.core.workspace import step_file_name
+from frontload.jobs import GPUS_PER_NODE, step_args
 from frontload.runner import StudyPlan, build_plan, finish_study
 from frontload.study_file import Study
 
@@ -99,7 +100,7 @@ def ray_tasks(study: Study, plan: StudyPlan) -> list[dict[str, Any]]:
                 "deps": [d for d in step.deps if d in ids],  # a complete dependency is read, not waited for
                 "resources": resources,
                 "argv": argv,  # "python" is the interpreter of the worker that runs it
-                "log": str(logs / f"{_job_name(step.id)}.log"),
+                "log": str(logs / f"{step_file_name(step.id)}.log"),
             }
         )
     return tasks

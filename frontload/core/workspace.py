@@ -26,6 +26,7 @@ arm's name (arm names start with a letter or digit), so a shared prefix never co
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -165,3 +166,8 @@ def data_name(rel: str | os.PathLike, fp: str | None) -> str:
     if fp is not None and len(parts) >= 2 and parts[-1] == fp:
         return parts[-2]
     return parts[-1] if parts else ""
+
+
+def step_file_name(step_id: str) -> str:
+    """A step id (``eval:baseline:sft:s1``) as a file or job name: anything but ``A-Za-z0-9_.-`` becomes ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", step_id)
