@@ -14,15 +14,23 @@ each step starts and ends, and, when one fails, the tail of its log; ``logs/time
 when each step ran (a rerun adds to it). On a machine with CUDA, training and evaluation steps run
 one at a time (each would take the first GPU); data steps still run beside them. A failure stops new steps from
 starting; the steps already running finish and are kept, so the next run resumes after them.
+An interrupt (Ctrl-C, or SIGINT or SIGTERM sent to this process alone, as a scheduler does) stops the
+running steps too: each worker gets SIGINT, so a step's own clean-up runs (a vLLM server is stopped),
+and one that has not ended after a grace period is killed. A stopped step is not marked done, so the
+next run starts it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
 
 LOG_TAIL = 20  # lines of a failed step's log shown on the console
 TIMELINE = "timeline.json"  # in <workspace>/logs: step, start, end (Unix seconds), ok
+STOP_GRACE_S = 10.0  # how long an interrupted worker may clean up before it is killed
 
 
 def log_path(plan: StudyPlan, step_id: str) -> Path:
@@ -82,6 +91,28 @@ def _gpu_slots(jobs: int) -> int:
     return 1 if torch.cuda.is_available() else jobs
 
 
+def _stop_workers(grace: float = STOP_GRACE_S) -> None:
+    """Interrupt every worker process (SIGINT: its step's clean-up runs), then kill what is still alive."""
+    workers = active_children()
+    for proc in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+    deadline = time.time() + grace
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.time()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def run_parallel(
     plan: StudyPlan, steps: list[Step], jobs: int, worker: Callable[..., float], *, data_executor: str = "local"
 ) -> None:
@@ -112,42 +143,50 @@ def run_parallel(
     gpu_slots = _gpu_slots(jobs)
     failed: list[str] = []
     finished = 0
-    # spawn, not fork: torch and vLLM start threads that a forked child would inherit in a bad state.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        try:
-            while order or running:
-                if not failed:
-                    for sid in [s for s in order if all(d not in todo for d in todo[s].deps)]:
-                        if len(running) >= jobs:
-                            break
-                        on_gpu = sum(todo[r].resources == "gpu" for r, _ in running.values())
-                        if todo[sid].resources == "gpu" and on_gpu >= gpu_slots:
+    # A scheduler's SIGTERM stops the steps like Ctrl-C does (only the main thread may set a handler).
+    on_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if _in_main_thread() else None
+    try:
+        # spawn, not fork: torch and vLLM start threads that a forked child would inherit in a bad state.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            try:
+                while order or running:
+                    if not failed:
+                        for sid in [s for s in order if all(d not in todo for d in todo[s].deps)]:
+                            if len(running) >= jobs:
+                                break
+                            on_gpu = sum(todo[r].resources == "gpu" for r, _ in running.values())
+                            if todo[sid].resources == "gpu" and on_gpu >= gpu_slots:
+                                continue
+                            order.remove(sid)
+                            log = str(log_path(plan, sid))
+                            future = pool.submit(worker, plan.study, sid, log, threads, data_executor)
+                            running[future] = (sid, time.time())
+                            print(f"  start {sid}", flush=True)
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        sid, t0 = running.pop(future)
+                        error = future.exception()
+                        finished += 1
+                        timeline.append({"step": sid, "start": t0, "end": time.time(), "ok": error is None})
+                        atomic_write_json(timeline_file, timeline)
+                        if error is None:
+                            del todo[sid]
+                            print(f"[{finished:>2}/{total}] {sid:<32} done in {time.time() - t0:.1f}s", flush=True)
                             continue
-                        order.remove(sid)
-                        log = str(log_path(plan, sid))
-                        future = pool.submit(worker, plan.study, sid, log, threads, data_executor)
-                        running[future] = (sid, time.time())
-                        print(f"  start {sid}", flush=True)
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    sid, t0 = running.pop(future)
-                    error = future.exception()
-                    finished += 1
-                    timeline.append({"step": sid, "start": t0, "end": time.time(), "ok": error is None})
-                    atomic_write_json(timeline_file, timeline)
-                    if error is None:
-                        del todo[sid]
-                        print(f"[{finished:>2}/{total}] {sid:<32} done in {time.time() - t0:.1f}s", flush=True)
-                        continue
-                    failed.append(sid)
-                    print(f"[{finished:>2}/{total}] {sid:<32} FAILED: {error}", flush=True)
-                    print(f"        log: {log_path(plan, sid)}", flush=True)
-                    print(_tail(log_path(plan, sid)), flush=True)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+                        failed.append(sid)
+                        print(f"[{finished:>2}/{total}] {sid:<32} FAILED: {error}", flush=True)
+                        print(f"        log: {log_path(plan, sid)}", flush=True)
+                        print(_tail(log_path(plan, sid)), flush=True)
+            except KeyboardInterrupt:
+                print(f"  interrupted: stopping {len(running)} running step(s)", flush=True)
+                pool.shutdown(wait=False, cancel_futures=True)
+                _stop_workers()
+                raise
+    finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     if failed:
         left = [s for s in todo if s not in failed]
         raise FrontloadError(

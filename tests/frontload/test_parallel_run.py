@@ -133,3 +133,57 @@ def test_cluster_jobs_run_their_one_step_without_a_pool(tmp_path):
     assert study.study.jobs == 2
     args = step_args(study, build_plan(study)["sft:baseline:s1"])
     assert args[args.index("--jobs") + 1] == "1"
+
+
+# Stands in for run_step_logged: notes its pid, then works far longer than any test waits.
+_SLOW_STEPS = """
+import os, sys, time
+
+from frontload.parallel import run_parallel
+from frontload.runner import build_plan
+from frontload.study_file import load_study
+
+
+def slow_step(study, step_id, log, threads, data_executor):
+    open(os.path.join(sys.argv[2], str(os.getpid())), "w").close()
+    time.sleep(300)
+
+
+if __name__ == "__main__":
+    plan = build_plan(load_study(sys.argv[1]))
+    run_parallel(plan, [s for s in plan.ordered() if not s.deps][:2], 2, slow_step)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status waits to be collected
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_sent_to_the_runner_alone_stops_its_running_steps(tmp_path, sig):
+    # Ctrl-C in a terminal reaches every process; a scheduler's SIGTERM or `kill -INT` reaches the runner
+    # alone, which used to wait for the running steps to end (here: five minutes) or leave them running.
+    import signal
+    import time
+
+    shutil.copy(TINY, tmp_path / "study.toml")
+    (tmp_path / "slow_steps.py").write_text(_SLOW_STEPS)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "slow_steps.py", "study.toml", str(pids)], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while len(list(pids.iterdir())) < 2:
+        assert proc.poll() is None and time.time() < deadline, "the two steps did not start"
+        time.sleep(0.2)
+    workers = [int(p.name) for p in pids.iterdir()]
+    proc.send_signal(getattr(signal, sig))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted: stopping 2 running step(s)" in out
+    time.sleep(1)
+    assert [pid for pid in workers if _alive(pid)] == []
