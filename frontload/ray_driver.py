@@ -224,6 +224,19 @@ def run_on_ray(study: Study, *, address: str | None = None, dry_run: bool = Fals
     return 0
 
 
+def _a_dependency_failed(ray: Any, deps: list[Any]) -> bool:
+    """Whether one of these tasks ended in an error. Ray hands a failed task's error to every task that
+    waits on it, and may return the dependent's first: a step whose dependency crashed (a killed worker,
+    not a step that exited non-zero) did not run, and is not the one that failed."""
+    ready, _ = ray.wait(deps, num_returns=len(deps), timeout=0) if deps else ([], [])
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except Exception:
+            return True
+    return False
+
+
 def _submit_and_wait(
     ray: Any, plan: StudyPlan, tasks: list[dict[str, Any]], cwd: str, env: dict[str, str]
 ) -> dict[str, dict]:
@@ -257,9 +270,7 @@ def _submit_and_wait(
                     # A step whose dependency failed gets that failure back without having run.
                     cause = getattr(e, "cause", e)
                     upstream = isinstance(cause, StepFailed) and cause.step_id != step_id
-                    upstream |= any(
-                        outcome.get(d, {}).get("status") in ("failed", "skipped") for d in deps_of[step_id]
-                    )
+                    upstream |= _a_dependency_failed(ray, [refs[d] for d in deps_of[step_id]])
                     own = isinstance(cause, StepFailed) and cause.step_id == step_id
                     if not upstream:
                         outcome[step_id] = {"status": "failed", "error": str(cause) if own else f"{step_id}: {e}"}

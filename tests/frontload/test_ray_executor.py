@@ -160,3 +160,47 @@ def test_ray_dry_run_writes_the_plan_and_needs_no_cluster(tmp_path, capsys, monk
     assert data["argv"][-2:] == ["--data-executor", "ray"] and data["resources"]["num_gpus"] == 0
     assert not (tmp_path / "ws" / "corpora").exists() and not (tmp_path / "ws" / "jobs" / "ray_steps.json").exists()
     shutil.rmtree(tmp_path / "ws")
+
+
+class _CrashingRay:
+    """Stands in for Ray: the tokenizer's worker dies (an error that is not a step's own non-zero exit),
+    every task after it gets that error back, and Ray returns the latest-submitted ready task first."""
+
+    def __init__(self):
+        self.refs = []
+
+    def remote(self, fn):
+        outer = self
+
+        class Task:
+            def options(self, name, **resources):
+                return self
+
+            def remote(self, step_id, argv, cwd, log, env, *deps):
+                ref = (step_id, step_id == "tokenizer" or any(crashed for _, crashed in deps))
+                outer.refs.append(ref)
+                return ref
+
+        return Task()
+
+    def wait(self, refs, num_returns, timeout):
+        ready = sorted(refs, key=self.refs.index, reverse=True)[:num_returns]
+        return ready, [r for r in refs if r not in ready]
+
+    def get(self, ref):
+        if ref[1]:
+            raise RuntimeError("The worker died unexpectedly while executing this task")
+        return {"start": 0.0, "end": 1.0, "node": "127.0.0.1"}
+
+
+def test_the_step_whose_worker_crashed_is_the_one_failed_and_its_dependents_did_not_start(tmp_path):
+    from frontload.ray_driver import _submit_and_wait, ray_tasks
+
+    study = _study(tmp_path)
+    plan = build_plan(study)
+    plan.layout.jobs_dir.mkdir(parents=True)
+    outcome = _submit_and_wait(_CrashingRay(), plan, ray_tasks(study, plan), str(tmp_path), {})
+    status = {s: r["status"] for s, r in outcome.items()}
+    assert status.pop("tokenizer") == "failed" and "worker died" in outcome["tokenizer"]["error"]
+    assert {s for s, v in status.items() if v == "ran"} == {"task:heldout", "corpus:web", "corpus:problems"}
+    assert {v for s, v in status.items() if s.startswith(("shards", "pretrain", "eval"))} == {"skipped"}
