@@ -121,7 +121,8 @@ def _ingest_locked(
         _prepare(con, db_path)
         tables = small_tables(ws, paths, found, errors)
         # The small files are re-read every time; when nothing in them changed, their tables stay as they are.
-        small_fp = fingerprint(tables)
+        # The interval method's version is part of it: a store made by an older method is recomputed.
+        small_fp = fingerprint({"tables": tables, "intervals": stats.METHOD_VERSION})
         stored = con.execute("SELECT any_value(inputs_fingerprint) FROM store_info").fetchone()[0]
         changed = stored != small_fp
         if changed:

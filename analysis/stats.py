@@ -7,14 +7,24 @@ lower is better, see :func:`direction`), so ``gain > 0`` reads "the arm is bette
 The interval of a mean over seeds and questions is a hierarchical bootstrap: each resample draws the
 seeds with replacement, then, independently for every drawn seed, its questions with replacement,
 and takes the mean over drawn seeds of the mean over drawn questions; the interval is the 2.5% and
-97.5% percentiles of those resampled means (for ``level = 0.95``). With one seed it is the ordinary
-bootstrap over questions. Invariants: the same inputs, resamples and ``seed`` give the same interval;
-the point estimate is the plain mean (mean over seeds of the per-seed mean), never a bootstrap
-average.
+97.5% percentiles of those resampled means (for ``level = 0.95``), widened about the mean for the
+few seeds a study has (below). With one seed it is the ordinary bootstrap over questions.
+Invariants: the same inputs, resamples and ``seed`` give the same interval; the point estimate is
+the plain mean (mean over seeds of the per-seed mean), never a bootstrap average.
+
+Few seeds: resampling n seeds spreads their mean by only (n - 1) / n of its variance, and a
+percentile is a normal quantile where n seeds warrant Student's t with n - 1 degrees of freedom. So
+with n >= 2 seeds the interval is never narrower than the t interval on the per-seed means
+(``mean ± t(n-1) * sd(seed means) / sqrt(n)``), and the standard error never smaller than
+``sd(seed means) / sqrt(n)``. When seeds disagree the t interval is the wider one: in simulated
+five-seed studies the plain percentiles covered the true gain in 84-86% of studies, this interval in
+about 95% (``tests/analysis/test_stats.py``). When seeds agree the bootstrap, which also counts
+question sampling, is the wider one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +37,7 @@ VERDICTS = ("persists", "washed_out", "emerges", "hurts", "inconclusive")
 # z quantiles behind the minimum detectable effect: two-sided 5% test, 80% power.
 Z_ALPHA, Z_POWER = 1.959964, 0.841621
 RESAMPLES = 2000
+METHOD_VERSION = 2  # of how intervals are computed; a store made by another version is recomputed at ingest
 BOOTSTRAP_SEED = 0
 _CHUNK = 1 << 22  # most indices drawn at once, to bound memory on large studies
 
@@ -111,7 +122,42 @@ def bootstrap(
     tail = (1 - level) / 2
     low, high = np.quantile(est, [tail, 1 - tail])
     se = float(est.std(ddof=1)) if resamples > 1 else 0.0
+    if n_seeds > 1:
+        # Never narrower than Student's t interval on the per-seed means (see the module's docstring).
+        seed_se = float(np.std([g.mean() for g in groups], ddof=1)) / math.sqrt(n_seeds)
+        arm = t_quantile(1 - tail, n_seeds - 1) * seed_se
+        low, high, se = min(low, mean - arm), max(high, mean + arm), max(se, seed_se)
     return Interval(mean, float(low), float(high), se, n_seeds, min(len(g) for g in groups))
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (p > 0.5) of Student's t with ``df`` degrees of freedom, by bisection on its CDF."""
+    lo, hi = 0.0, 1.0
+    while _t_central(hi, df) < 2 * p - 1:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_central(mid, df) < 2 * p - 1 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _t_central(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with an integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 0:
+        term = total = 1.0
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        return math.sin(theta) * total
+    if df == 1:
+        return 2 * theta / math.pi
+    term = total = 1.0
+    for k in range(1, (df - 1) // 2):
+        term *= c2 * (2 * k) / (2 * k + 1)
+        total += term
+    return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
 
 
 def _resampled_means(rng: np.random.Generator, g: np.ndarray, count: int) -> np.ndarray:

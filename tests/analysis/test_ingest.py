@@ -139,6 +139,23 @@ def test_intervals_follow_the_bootstrap_settings(study_ws):
     assert query(study_ws, sql)["ci_low"].to_list() != first  # recomputed with the new seed
 
 
+def test_a_store_made_by_an_older_interval_method_is_recomputed(study_ws, monkeypatch):
+    # Upgrading frontload must not leave a workspace's intervals as an older method computed them.
+    from frontload.analysis import stats
+
+    ingest(study_ws, progress=False)
+    sql = "SELECT arm, task, metric, phase, ci_low, ci_high FROM gain_intervals ORDER BY ALL"
+    before = query(study_ws, sql).rows()
+    monkeypatch.setattr(stats, "METHOD_VERSION", stats.METHOD_VERSION + 1)
+    real = stats.bootstrap
+    monkeypatch.setattr(stats, "bootstrap", lambda *a, **k: real(*a, **{**k, "level": 0.5}))
+    ingest(study_ws, progress=False)
+    after = query(study_ws, sql).rows()
+    assert len(after) == len(before) and after != before  # recomputed, here with the narrower 50% level
+    ingest(study_ws, progress=False)
+    assert query(study_ws, sql).rows() == after  # and only once
+
+
 def test_sweep_view_reads_the_arms_sweep_axes(tmp_path):
     ws = write_study(tmp_path / "ws")
     study = json.loads((ws / "study.json").read_text())

@@ -129,14 +129,14 @@ def test_report_prints_tables_and_writes_plots(study_ws, capsys):
     assert page.count("data:image/png;base64,") == 6 and "<table>" in page
     # The printed persistence table: gain [interval] after each phase and the verdict.
     line = next(x for x in out.splitlines() if "front_loaded " in x and "answer_nll" in x and "arithmetic" in x)
-    assert "+0.300 [+0.297, +0.303]" in line and "persists" in line
+    assert "+0.300 [+0.295, +0.305]" in line and "persists" in line
     assert {"min_detectable_gain", "se", "half_width"} <= set(pl.read_csv(paths.tables["power"]).columns)
     # The verdict comes first, one line per arm, task and metric, with every phase's gain and interval.
     verdict = next(
         x for x in out.splitlines() if x.startswith("front_loaded vs baseline on heldout_arithmetic answer_nll")
     )
     assert out.index(verdict) < out.index("ablation (score")
-    assert "+0.300 [+0.297, +0.303] after" in verdict and verdict.endswith("-> persists")
+    assert "+0.300 [+0.295, +0.305] after" in verdict and verdict.endswith("-> persists")
     assert paths.tables["markdown"].read_text(encoding="utf-8").startswith("## verdicts")
 
 

@@ -25,17 +25,34 @@ def _study(rng, seeds: int, questions: int, seed_sd: float, binary: bool) -> dic
 
 
 @pytest.mark.parametrize(
-    ("seeds", "questions", "seed_sd", "binary"),
-    [(1, 60, 0.0, False), (1, 80, 0.0, True), (3, 100, 0.05, False)],
-    ids=["one-seed", "one-seed-accuracy", "three-seeds"],
+    ("seeds", "questions", "seed_sd", "binary", "most"),
+    [
+        (1, 60, 0.0, False, 0.99),
+        (1, 80, 0.0, True, 0.99),
+        # Three seeds whose spread is half the question noise: the t bound on 2 degrees of freedom makes
+        # the interval conservative here, and that is the side to err on.
+        (3, 100, 0.05, False, 1.0),
+        # Five seeds that disagree (seed spread five times the question noise): the plain bootstrap
+        # percentiles covered 84-86% of such studies.
+        (5, 300, 0.15, True, 0.99),
+    ],
+    ids=["one-seed", "one-seed-accuracy", "three-seeds", "five-seeds-that-disagree"],
 )
-def test_interval_covers_the_true_gain_at_about_the_nominal_rate(seeds, questions, seed_sd, binary):
+def test_interval_covers_the_true_gain_at_about_the_nominal_rate(seeds, questions, seed_sd, binary, most):
     rng = np.random.default_rng(7)
     hits = 0
     for i in range(200):
         iv = bootstrap(_study(rng, seeds, questions, seed_sd, binary), resamples=1000, seed=i)
         hits += iv.low <= TRUE_GAIN <= iv.high
-    assert 0.90 <= hits / 200 <= 0.99
+    assert 0.92 <= hits / 200 <= most
+
+
+def test_t_quantiles_match_the_printed_tables():
+    from frontload.analysis.stats import t_quantile
+
+    for df, table in [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (30, 2.042)]:
+        assert t_quantile(0.975, df) == pytest.approx(table, abs=1e-3)
+    assert t_quantile(0.95, 4) == pytest.approx(2.132, abs=1e-3)
 
 
 def test_half_width_shrinks_like_one_over_sqrt_n():
