@@ -300,8 +300,8 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "score_intervals",
-        "Each arm's score after each phase with its 95% interval (hierarchical bootstrap over seeds, then questions); "
-        "computed at ingest from question_scores.",
+        "Each arm's score after each phase with its 95% interval (hierarchical bootstrap over seeds, then questions, "
+        "never narrower than Student's t interval over the seeds); computed at ingest from question_scores.",
         (
             _c("arm", "VARCHAR", "arm"),
             _c("phase", "VARCHAR", "phase"),
@@ -310,7 +310,11 @@ TABLES: tuple[Table, ...] = (
             _c("mean", "DOUBLE", "mean over seeds of the mean over questions"),
             _c("ci_low", "DOUBLE", "lower end of the interval"),
             _c("ci_high", "DOUBLE", "upper end of the interval"),
-            _c("se", "DOUBLE", "standard deviation of the bootstrap means"),
+            _c(
+                "se",
+                "DOUBLE",
+                "standard deviation of the bootstrap means (at least sd of the seed means / sqrt(seeds))",
+            ),
             _c("n_seeds", "BIGINT", "seeds evaluated"),
             _c("n_questions", "BIGINT", "questions per seed (the fewest when seeds differ)"),
         ),
