@@ -337,7 +337,11 @@ TABLES: tuple[Table, ...] = (
             ),
             _c("ci_low", "DOUBLE", "lower end of the interval"),
             _c("ci_high", "DOUBLE", "upper end of the interval"),
-            _c("se", "DOUBLE", "standard deviation of the bootstrap means"),
+            _c(
+                "se",
+                "DOUBLE",
+                "standard deviation of the bootstrap means (at least sd of the seed gains / sqrt(seeds))",
+            ),
             _c("n_seeds", "BIGINT", "seeds both arms were evaluated with"),
             _c("n_questions", "BIGINT", "questions paired per seed (the fewest when seeds differ)"),
             _c(
@@ -479,7 +483,7 @@ VIEWS: tuple[View, ...] = (
             _c("n_seeds", "BIGINT", "seeds paired"),
             _c("n_questions", "BIGINT", "questions paired per seed"),
             _c("gain", "DOUBLE", "the measured gain"),
-            _c("se", "DOUBLE", "its standard error (standard deviation of the bootstrap means)"),
+            _c("se", "DOUBLE", "its standard error (as in gain_intervals)"),
             _c("half_width", "DOUBLE", "half the 95% interval's width"),
             _c(
                 "min_detectable_gain",
