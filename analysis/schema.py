@@ -488,7 +488,9 @@ VIEWS: tuple[View, ...] = (
             _c(
                 "min_detectable_gain",
                 "DOUBLE",
-                "smallest true gain found with 80% power by a two-sided 5% test: (1.96 + 0.84) x se; null when "
+                "smallest true gain found with 80% power by a two-sided 5% test: half_width x (1 + 0.84 / 1.96) with "
+                "one seed, the same ratio of Student's t quantiles on seeds - 1 degrees of freedom with more "
+                "(1.34 for five seeds); null when "
                 "se = 0 (the paired gains never vary, e.g. both arms score 0 on every question: nothing is detectable)",
             ),
         ),

@@ -9,7 +9,7 @@ badly: the ingest computes them into ``score_intervals`` and ``gain_intervals``,
 
 from __future__ import annotations
 
-from frontload.analysis.stats import LOWER_IS_BETTER, LOWER_IS_BETTER_SUFFIXES, Z_ALPHA, Z_POWER
+from frontload.analysis.stats import LOWER_IS_BETTER, LOWER_IS_BETTER_SUFFIXES, Z_ALPHA, Z_POWER, detectable_ratio
 from frontload.core.phases import PHASES
 
 
@@ -30,6 +30,9 @@ def metric_name_sql(metric: str, k: str) -> str:
     """The metric as reported: ``pass@k`` rows are written with their k (``pass@4``)."""
     return f"(CASE WHEN {metric} = 'pass@k' AND {k} IS NOT NULL THEN 'pass@' || {k} ELSE {metric} END)"
 
+
+# stats.detectable_ratio for 2..100 seeds, as SQL rows (seeds, ratio) for the power view.
+DETECTABLE = ", ".join(f"({n}, {detectable_ratio(n)!r})" for n in range(2, 101))
 
 # Per-question scores of the last evaluated checkpoint of each arm, seed and phase (as scores_by_seed
 # picks its evals), read by the ingest to compute the intervals.
@@ -131,8 +134,11 @@ SELECT i.arm, i.task, i.metric, i.phase, {phase_order_sql("i.phase")} AS phase_o
        i.gain, i.se, (i.ci_high - i.ci_low) / 2 AS half_width,
        -- gains that do not vary at all (both arms scored 0 on every question: a metric on the floor) say
        -- nothing about what could be detected
-       CASE WHEN i.se > 0 THEN {Z_ALPHA + Z_POWER!r} * i.se END AS min_detectable_gain
+       CASE WHEN i.se > 0 THEN coalesce(m.k, {1 + Z_POWER / Z_ALPHA!r}) * (i.ci_high - i.ci_low) / 2 END
+           AS min_detectable_gain
 FROM gain_intervals i LEFT JOIN arms a ON a.arm = i.arm
+-- stats.detectable_ratio per seed count; beyond 100 seeds the normal quantiles are within 1%
+LEFT JOIN (VALUES {DETECTABLE}) m(n_seeds, k) ON m.n_seeds = i.n_seeds
 ORDER BY a.arm_order, i.arm, i.task, i.metric, phase_order, i.phase
 """,
     "sweep": """

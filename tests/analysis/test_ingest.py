@@ -107,7 +107,10 @@ def test_seeds_reach_every_table_and_power_and_ablation_intervals(study_ws):
     assert power.height == 2 * 2 * 3
     varies = power.filter(power["se"] > 0)
     assert varies.height == 7
-    assert varies["min_detectable_gain"].to_list() == pytest.approx((2.8016 * varies["se"]).to_list(), rel=1e-4)
+    # Two seeds: the half width plus Student's t power quantile on one degree of freedom, 1 + 1.376 / 12.706.
+    assert set(varies["n_seeds"].to_list()) == {2}
+    expected = 1.10832 * varies["half_width"]
+    assert varies["min_detectable_gain"].to_list() == pytest.approx(expected.to_list(), rel=1e-4)
     # Identical scores on every question (as on a floor where both arms get 0): the gains never vary, and
     # the view does not claim any gain would be detected.
     zero = power.filter((power["arm"] == "front_loaded_more") & (power["phase"] == "pretrain"))

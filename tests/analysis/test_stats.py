@@ -122,8 +122,12 @@ def test_verdict_rules(intervals, expected):
     assert verdict([None if i is None else _iv(*i) for i in intervals]) == expected
 
 
-def test_min_detectable_gain_is_two_point_eight_standard_errors():
+def test_min_detectable_gain_is_the_half_width_plus_the_power_quantile():
     iv = bootstrap({0: np.random.default_rng(1).standard_normal(200)}, resamples=2000)
-    assert iv.min_detectable == pytest.approx(2.8016 * iv.se, rel=1e-4)
-    # About 1.43 interval half-widths (a 95% half-width is 1.96 standard errors).
-    assert iv.min_detectable / iv.half_width == pytest.approx(2.8 / 1.96, rel=0.1)
+    # One seed: 1 + 0.84 / 1.96 half widths, about 2.8 standard errors (a 95% half width is 1.96 of them).
+    assert iv.min_detectable == pytest.approx(1.4294 * iv.half_width, rel=1e-4)
+    assert iv.min_detectable == pytest.approx(2.8 * iv.se, rel=0.1)
+    # Five seeds: the interval uses t on 4 degrees of freedom, so does the power: 1 + 0.941 / 2.776.
+    rng = np.random.default_rng(2)
+    five = bootstrap({s: s + rng.standard_normal(200) for s in range(5)}, resamples=2000)
+    assert five.min_detectable == pytest.approx(1.3389 * five.half_width, rel=1e-4)
