@@ -15,9 +15,10 @@ when each step ran (a rerun adds to it). On a machine with CUDA, training and ev
 one at a time (each would take the first GPU); data steps still run beside them. A failure stops new steps from
 starting; the steps already running finish and are kept, so the next run resumes after them.
 An interrupt (Ctrl-C, or SIGINT or SIGTERM sent to this process alone, as a scheduler does) stops the
-running steps too: each worker gets SIGINT, so a step's own clean-up runs (a vLLM server is stopped),
-and one that has not ended after a grace period is killed. A stopped step is not marked done, so the
-next run starts it again.
+running steps too. Each worker leads its own process group, so a terminal's Ctrl-C reaches the
+runner only, and the runner sends one SIGINT to each worker's group: a step's own clean-up runs
+(datatrove stops its vLLM server). After a grace period every worker's group is killed, with
+whatever the step started. A stopped step is not marked done, so the next run starts it again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from multiprocessing import active_children, get_context
+from multiprocessing import get_context
+from multiprocessing.connection import wait as wait_for_exit
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +45,9 @@ if TYPE_CHECKING:
 
 LOG_TAIL = 20  # lines of a failed step's log shown on the console
 TIMELINE = "timeline.json"  # in <workspace>/logs: step, start, end (Unix seconds), ok
-STOP_GRACE_S = 10.0  # how long an interrupted worker may clean up before it is killed
+# How long an interrupted worker may clean up before its process group is killed: datatrove gives a
+# vLLM server 10 s to stop, then its start-up task 10 s more.
+STOP_GRACE_S = 30.0
 
 
 def log_path(plan: StudyPlan, step_id: str) -> Path:
@@ -91,18 +95,19 @@ def _gpu_slots(jobs: int) -> int:
     return 1 if torch.cuda.is_available() else jobs
 
 
-def _stop_workers(grace: float = STOP_GRACE_S) -> None:
-    """Interrupt every worker process (SIGINT: its step's clean-up runs), then kill what is still alive."""
-    workers = active_children()
+def _stop_workers(workers: list, grace: float = STOP_GRACE_S) -> None:
+    """SIGINT to each worker's process group (the step's clean-up runs), then SIGKILL to every group,
+    which also ends what a step started and left behind (a server, a datatrove task)."""
     for proc in workers:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGINT)
-    deadline = time.time() + grace
+            os.killpg(proc.pid, signal.SIGINT)
+    pending, deadline = [p.sentinel for p in workers], time.time() + grace
+    while pending and time.time() < deadline:
+        done = wait_for_exit(pending, timeout=deadline - time.time())
+        pending = [s for s in pending if s not in done]
     for proc in workers:
-        proc.join(max(0.0, deadline - time.time()))
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -111,6 +116,11 @@ def _sigterm_as_interrupt(signum, frame):
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+def _handlers() -> dict:
+    """The SIGINT and SIGTERM handlers to restore afterwards (one set outside Python reads as the default)."""
+    return {sig: signal.getsignal(sig) or signal.SIG_DFL for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def run_parallel(
@@ -144,10 +154,13 @@ def run_parallel(
     failed: list[str] = []
     finished = 0
     # A scheduler's SIGTERM stops the steps like Ctrl-C does (only the main thread may set a handler).
-    on_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if _in_main_thread() else None
+    handlers = _handlers() if _in_main_thread() else None
+    if handlers:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         # spawn, not fork: torch and vLLM start threads that a forked child would inherit in a bad state.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        # Each worker leads its own process group: a terminal's Ctrl-C reaches the runner, which relays it.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=os.setpgrp) as pool:
             try:
                 while order or running:
                     if not failed:
@@ -180,13 +193,19 @@ def run_parallel(
                         print(f"        log: {log_path(plan, sid)}", flush=True)
                         print(_tail(log_path(plan, sid)), flush=True)
             except KeyboardInterrupt:
+                if handlers:  # a second Ctrl-C or SIGTERM must not cut the stop short and leave workers running
+                    for sig in handlers:
+                        signal.signal(sig, signal.SIG_IGN)
                 print(f"  interrupted: stopping {len(running)} running step(s)", flush=True)
+                # The pool's own processes (ProcessPoolExecutor has no public list before Python 3.14's
+                # terminate_workers); shutdown() forgets them.
+                workers = list((pool._processes or {}).values())
                 pool.shutdown(wait=False, cancel_futures=True)
-                _stop_workers()
+                _stop_workers(workers)
                 raise
     finally:
-        if on_term is not None:
-            signal.signal(signal.SIGTERM, on_term)
+        for sig, handler in (handlers or {}).items():
+            signal.signal(sig, handler)
     if failed:
         left = [s for s in todo if s not in failed]
         raise FrontloadError(

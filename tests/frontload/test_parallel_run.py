@@ -145,8 +145,13 @@ from frontload.study_file import load_study
 
 
 def slow_step(study, step_id, log, threads, data_executor):
-    open(os.path.join(sys.argv[2], str(os.getpid())), "w").close()
-    time.sleep(300)
+    mark = os.path.join(sys.argv[2], str(os.getpid()))
+    open(mark, "w").close()
+    try:
+        time.sleep(300)
+    except KeyboardInterrupt:
+        os.rename(mark, mark + ".interrupted")  # the step saw the interrupt: its clean-up could run
+        raise
 
 
 if __name__ == "__main__":
@@ -163,27 +168,47 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; only its exit status waits to be collected
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "Ctrl-C"])
 def test_an_interrupt_sent_to_the_runner_alone_stops_its_running_steps(tmp_path, sig):
-    # Ctrl-C in a terminal reaches every process; a scheduler's SIGTERM or `kill -INT` reaches the runner
-    # alone, which used to wait for the running steps to end (here: five minutes) or leave them running.
+    # A scheduler's SIGTERM or `kill -INT` reaches the runner alone, which used to wait for the running
+    # steps to end (here: five minutes) or leave them running. Ctrl-C in a terminal reaches the runner's
+    # whole process group; the workers lead their own, so each step is interrupted once, by the runner.
+    import contextlib
     import signal
     import time
 
     shutil.copy(TINY, tmp_path / "study.toml")
     (tmp_path / "slow_steps.py").write_text(_SLOW_STEPS)
-    pids = tmp_path / "pids"
-    pids.mkdir()
+    marks = tmp_path / "marks"
+    marks.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "slow_steps.py", "study.toml", str(pids)], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+        [sys.executable, "slow_steps.py", "study.toml", str(marks)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
     )
-    deadline = time.time() + 120
-    while len(list(pids.iterdir())) < 2:
-        assert proc.poll() is None and time.time() < deadline, "the two steps did not start"
-        time.sleep(0.2)
-    workers = [int(p.name) for p in pids.iterdir()]
-    proc.send_signal(getattr(signal, sig))
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "interrupted: stopping 2 running step(s)" in out
-    time.sleep(1)
-    assert [pid for pid in workers if _alive(pid)] == []
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while len(list(marks.iterdir())) < 2:
+            assert proc.poll() is None and time.time() < deadline, "the two steps did not start"
+            time.sleep(0.2)
+        workers = [int(p.name) for p in marks.iterdir()]
+        sent = time.time()
+        if sig == "Ctrl-C":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0 and "interrupted: stopping 2 running step(s)" in out
+        # Interrupted (each step saw KeyboardInterrupt), not only killed at the end of the grace period.
+        assert sorted(p.name for p in marks.iterdir()) == sorted(f"{pid}.interrupted" for pid in workers)
+        assert time.time() - sent < 20
+        time.sleep(1)
+        assert [pid for pid in workers if _alive(pid)] == []
+    finally:
+        proc.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
