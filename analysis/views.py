@@ -31,8 +31,11 @@ def metric_name_sql(metric: str, k: str) -> str:
     return f"(CASE WHEN {metric} = 'pass@k' AND {k} IS NOT NULL THEN 'pass@' || {k} ELSE {metric} END)"
 
 
-# stats.detectable_ratio for 2..100 seeds, as SQL rows (seeds, ratio) for the power view.
-DETECTABLE = ", ".join(f"({n}, {detectable_ratio(n)!r})" for n in range(2, 101))
+def _detectable_rows() -> str:
+    """stats.detectable_ratio for 2..100 seeds as SQL rows (seeds, ratio), for the power view; computed when
+    the views are made, not at import (every frontload command imports this module)."""
+    return ", ".join(f"({n}, {detectable_ratio(n)!r})" for n in range(2, 101))
+
 
 # Per-question scores of the last evaluated checkpoint of each arm, seed and phase (as scores_by_seed
 # picks its evals), read by the ingest to compute the intervals.
@@ -138,7 +141,7 @@ SELECT i.arm, i.task, i.metric, i.phase, {phase_order_sql("i.phase")} AS phase_o
            AS min_detectable_gain
 FROM gain_intervals i LEFT JOIN arms a ON a.arm = i.arm
 -- stats.detectable_ratio per seed count; beyond 100 seeds the normal quantiles are within 1%
-LEFT JOIN (VALUES {DETECTABLE}) m(n_seeds, k) ON m.n_seeds = i.n_seeds
+LEFT JOIN (VALUES {{detectable}}) m(n_seeds, k) ON m.n_seeds = i.n_seeds
 ORDER BY a.arm_order, i.arm, i.task, i.metric, phase_order, i.phase
 """,
     "sweep": """
@@ -244,5 +247,6 @@ FROM tr LEFT JOIN lastck ON lastck.run_id = tr.run_id LEFT JOIN m ON m.run_id = 
 
 def create_views(con) -> None:
     """(Re)create every named view on a writable connection."""
+    detectable = _detectable_rows()
     for name, sql in VIEW_SQL.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql.replace('{detectable}', detectable)}")
